@@ -1,0 +1,74 @@
+import { spawn } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Argv } from 'yargs';
+import { runMountDaemon } from '../../daemon/mount-daemon';
+import { findMount, prepareMountpoint, unmountStrict } from '../../daemon/mountpoint';
+import { listDaemons } from '../../daemon/registry';
+import { holderAlive } from '../../pool/holder';
+import { Pool } from '../../pool/pool';
+import { UserError } from '../../util/errors';
+import type { GlobalArgs } from '../context';
+import { emit } from '../output';
+
+/** Starts the daemon in the background and returns once it serves the mountpoint (or failed). */
+async function mountInBackground(a: GlobalArgs, mnt: string): Promise<number> {
+  const log = join(resolve(a.pool), 'run', 'daemon.log');
+  const fd = openSync(log, 'a');
+  const child = spawn(process.execPath, [process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground'], {
+    detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: process.env,
+  });
+  closeSync(fd);
+  return new Promise<number>((res, rej) => {
+    child.once('message', (m: { ready?: boolean; error?: string }) => {
+      if (m.ready) {
+        child.disconnect();
+        child.unref();
+        res(child.pid ?? 0);
+      } else rej(new UserError(m.error ?? 'mount failed'));
+    });
+    child.once('exit', (code) => rej(new UserError(`mount daemon exited with status ${code ?? '?'} before mounting; see ${log}`)));
+  });
+}
+
+export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
+  return y
+    .command('mount <mountpoint>', 'serve the pool\'s volumes as files under MOUNTPOINT (runs a daemon in the background)', (c) => c
+      .positional('mountpoint', { type: 'string', demandOption: true })
+      .option('foreground', { type: 'boolean', default: false, describe: 'stay in the foreground until unmounted' }),
+    async (a) => {
+      if (a.foreground) {
+        const pool = Pool.open(a.pool);
+        const tell = (m: object): void => { if (process.send) process.send(m); };
+        try {
+          await runMountDaemon(pool, a.mountpoint, () => {
+            tell({ ready: true });
+            if (process.connected) process.disconnect();
+          });
+        } catch (err) {
+          tell({ error: (err as Error).message });
+          throw err;
+        }
+        // fuse-native's session thread keeps the event loop alive after the kernel unmounted.
+        process.exit(0);
+      }
+      await Pool.open(a.pool).close();
+      const mnt = await prepareMountpoint(a.mountpoint);
+      const pid = await mountInBackground(a, mnt);
+      emit(a.json, { mountpoint: mnt, pid, pool: resolve(a.pool) }, () => [`mounted pool ${resolve(a.pool)} at ${mnt} (daemon pid ${pid})`]);
+    })
+    .command('umount <mountpoint>', 'unmount (refused while a loop device or process uses a volume) and stop its daemon', (c) => c
+      .positional('mountpoint', { type: 'string', demandOption: true }),
+    async (a) => {
+      const mnt = resolve(a.mountpoint);
+      const m = await findMount(mnt);
+      if (!m || m.fstype !== 'fuse.thinvol') throw new UserError(`${mnt} is not a thinvol mount`);
+      const daemons = (await listDaemons(join(resolve(a.pool), 'run'))).filter((d) => d.mountpoint === mnt);
+      await unmountStrict(mnt);
+      for (const d of daemons) {
+        for (let i = 0; i < 300 && holderAlive(d); i++) await new Promise((r) => setTimeout(r, 100));
+        if (holderAlive(d)) throw new UserError(`unmounted ${mnt}, but daemon pid ${d.pid} did not exit within 30 s`);
+      }
+      emit(a.json, { unmounted: mnt }, () => [`unmounted ${mnt}`]);
+    });
+}

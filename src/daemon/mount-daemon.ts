@@ -1,0 +1,75 @@
+import Fuse from 'fuse-native';
+import { promises as fs } from 'node:fs';
+import { BackendSet } from '../backend/backend-set';
+import { FuseOps } from '../fuse/fuse-ops';
+import { selfHolder } from '../pool/holder';
+import type { Pool } from '../pool/pool';
+import { logger } from '../util/log';
+import { findMount, prepareMountpoint, unmountStrict } from './mountpoint';
+import { registerDaemon } from './registry';
+
+const debug = logger('daemon');
+
+const SYNC_INTERVAL_MS = 5000;
+const WATCH_INTERVAL_MS = 1000;
+
+function mountFuse(fuse: Fuse): Promise<void> {
+  // fuse-native turns on libfuse's own debug output whenever DEBUG contains '*'.
+  const saved = process.env.DEBUG;
+  delete process.env.DEBUG;
+  return new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
+    .finally(() => { if (saved !== undefined) process.env.DEBUG = saved; });
+}
+
+/**
+ * Serves a pool at a mountpoint until it is unmounted (thinvol umount, umount, fusermount -u)
+ * or the process gets SIGTERM/SIGINT while nothing uses the mount.
+ */
+export async function runMountDaemon(pool: Pool, mountpoint: string, onReady: () => void): Promise<void> {
+  const mnt = await prepareMountpoint(mountpoint);
+  const holder = selfHolder();
+  pool.recoverStaleReservations();
+  const backends = new BackendSet(pool);
+  const ops = new FuseOps(pool, backends, holder);
+  const fuse = new Fuse(mnt, ops.ops(), {
+    fsname: `${pool.dir},big_writes,max_write=131072,max_background=64,congestion_threshold=48`,
+    subtype: 'thinvol',
+    allowOther: true,
+    defaultPermissions: true,
+    // Block storage hangs rather than fails when a backend is slow, like a hard NFS mount:
+    // an ETIMEDOUT reaching a guest filesystem would make it abort its journal.
+    timeout: false,
+  });
+  await mountFuse(fuse);
+  const regFile = await registerDaemon(pool.runDir, { ...holder, mountpoint: mnt, pool: pool.dir, startedAt: Date.now() });
+  debug('serving %s at %s (pid %d)', pool.dir, mnt, process.pid);
+
+  let stopping = false;
+  const done = new Promise<void>((resolve) => {
+    const syncTimer = setInterval(() => { pool.store.sync().catch((err: unknown) => console.error(`thinvol: periodic sync failed: ${String(err)}`)); }, SYNC_INTERVAL_MS);
+    const watchTimer = setInterval(() => {
+      findMount(mnt).then((m) => { if (!m || m.fstype !== 'fuse.thinvol') finish(); }, () => undefined);
+    }, WATCH_INTERVAL_MS);
+    const finish = (): void => {
+      if (stopping) return;
+      stopping = true;
+      clearInterval(syncTimer);
+      clearInterval(watchTimer);
+      resolve();
+    };
+    const onSignal = (sig: string): void => {
+      debug('%s: unmounting %s', sig, mnt);
+      unmountStrict(mnt).then(finish, (err: unknown) => console.error(`thinvol: ${sig} ignored: ${(err as Error).message}`));
+    };
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
+  });
+  onReady();
+  await done;
+  debug('unmounted; shutting down');
+  for (const ov of ops.openVolumes) ov.io.close();
+  await backends.flushAll();
+  await backends.closeAll();
+  await pool.close();
+  await fs.rm(regFile, { force: true });
+}

@@ -1,0 +1,215 @@
+import type { BackendSet } from '../backend/backend-set';
+import type { Pool } from '../pool/pool';
+import { BLOCK, type Holder, type VolumeRecord } from '../pool/records';
+import { FsError, UserError } from '../util/errors';
+import { logger } from '../util/log';
+import { VolumeIo } from '../volume/volume-io';
+
+const debug = logger('fuse');
+
+const O_ACCMODE = 3;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+
+type Cb<T = void> = T extends void ? (err: number) => void : (err: number, value?: T) => void;
+
+interface Stat {
+  mode: number; uid: number; gid: number; size: number; nlink: number;
+  blocks: number; blksize: number; mtime: Date; atime: Date; ctime: Date;
+}
+
+interface Handle { io: VolumeIo; writable: boolean }
+interface OpenVolume { io: VolumeIo; handles: number; writers: number }
+
+/** Turns any failure into the negative errno fuse-native wants, logging the unexpected ones. */
+function errnoOf(op: string, err: unknown): number {
+  if (err instanceof FsError) {
+    debug('%s: %s', op, err.message);
+    return -err.errno;
+  }
+  if (err instanceof UserError) {
+    debug('%s: %s', op, err.message);
+    return -22;
+  }
+  console.error(`thinvol: ${op} failed: ${err instanceof Error ? err.stack : String(err)}`);
+  return -5;
+}
+
+/** read and write answer with the byte count (or a negative errno) as the callback's only argument. */
+function runCount(op: string, cb: (n: number) => void, fn: () => Promise<number>): void {
+  Promise.resolve().then(fn).then((n) => cb(n), (err: unknown) => cb(errnoOf(op, err)));
+}
+
+function run<T>(op: string, cb: (err: number, value?: T) => void, fn: () => Promise<T> | T): void {
+  Promise.resolve().then(fn).then((v) => cb(0, v), (err: unknown) => cb(errnoOf(op, err)));
+}
+
+/**
+ * The FUSE adapter: one directory holding one regular file per volume. It checks names,
+ * handles and ranges once here; the volume data path below trusts them.
+ */
+export class FuseOps {
+  readonly #handles = new Map<number, Handle>();
+  readonly #open = new Map<number, OpenVolume>();
+  #nextFd = 1;
+
+  constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder) {}
+
+  get openVolumes(): Iterable<OpenVolume> {
+    return this.#open.values();
+  }
+
+  #volume(path: string): VolumeRecord {
+    const name = path.slice(1);
+    const v = name.includes('/') || name === '' ? undefined : this.pool.findVolume(name);
+    if (!v || v.name !== name) throw new FsError('ENOENT', `no volume at ${path}`);
+    return v;
+  }
+
+  #stat(v: VolumeRecord): Stat {
+    const t = new Date(v.mtimeMs);
+    return {
+      mode: S_IFREG | v.mode, uid: v.uid, gid: v.gid, size: v.sizeBytes, nlink: 1,
+      blocks: Math.ceil(v.allocatedBytes / 512), blksize: BLOCK, mtime: t, atime: t, ctime: t,
+    };
+  }
+
+  #handle(fd: number): Handle {
+    const h = this.#handles.get(fd);
+    if (!h) throw new FsError('EBADF', `no open handle ${fd}`);
+    return h;
+  }
+
+  #openHandle(v: VolumeRecord, writable: boolean): number {
+    if (writable) this.pool.claim(v.id, this.holder);
+    let ov = this.#open.get(v.id);
+    if (!ov) {
+      ov = { io: new VolumeIo(this.pool, this.backends, this.holder, v.id), handles: 0, writers: 0 };
+      this.#open.set(v.id, ov);
+    }
+    ov.handles++;
+    if (writable) ov.writers++;
+    const fd = this.#nextFd++;
+    this.#handles.set(fd, { io: ov.io, writable });
+    return fd;
+  }
+
+  ops(): Record<string, unknown> {
+    return {
+      init: (cb: Cb) => cb(0),
+      statfs: (_path: string, cb: Cb<object>) => run('statfs', cb, () => this.#statfs()),
+      getattr: (path: string, cb: Cb<Stat>) => run('getattr', cb, () => {
+        if (path === '/') {
+          const t = new Date(this.pool.superblock().createdAt);
+          return { mode: S_IFDIR | 0o755, uid: 0, gid: 0, size: 4096, nlink: 2, blocks: 8, blksize: BLOCK, mtime: t, atime: t, ctime: t };
+        }
+        return this.#stat(this.#volume(path));
+      }),
+      readdir: (path: string, cb: Cb<string[]>) => run('readdir', cb, () => {
+        if (path !== '/') throw new FsError('ENOTDIR', `${path} is not a directory`);
+        return this.pool.volumeList().map((v) => v.name);
+      }),
+      open: (path: string, flags: number, cb: Cb<number>) => run('open', cb, () => {
+        const v = this.#volume(path);
+        const fd = this.#openHandle(v, (flags & O_ACCMODE) !== 0);
+        debug('open %s flags %o -> fd %d', path, flags, fd);
+        return fd;
+      }),
+      create: (path: string, mode: number, cb: Cb<number>) => run('create', cb, () => {
+        const name = path.slice(1);
+        if (name.includes('/')) throw new FsError('EACCES', 'volumes live at the top of the mount only');
+        let v: VolumeRecord;
+        try {
+          v = this.pool.createVolume(name, 0, mode & 0o7777);
+        } catch (err) {
+          throw err instanceof UserError ? new FsError(/already exists/.test(err.message) ? 'EEXIST' : 'EINVAL', err.message) : err;
+        }
+        debug('create %s -> volume %d', name, v.id);
+        return this.#openHandle(v, true);
+      }),
+      release: (_path: string, fd: number, cb: Cb) => run('release', cb, () => {
+        const h = this.#handle(fd);
+        this.#handles.delete(fd);
+        const ov = this.#open.get(h.io.id);
+        if (!ov) return;
+        ov.handles--;
+        if (h.writable) ov.writers--;
+        if (ov.writers === 0) {
+          h.io.close();
+          if (h.writable) this.pool.unclaim(h.io.id, this.holder);
+        }
+        if (ov.handles === 0) this.#open.delete(h.io.id);
+      }),
+      read: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => runCount('read', cb, () => this.#handle(fd).io.read(buf, len, pos)),
+      write: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => runCount('write', cb, () => {
+        const h = this.#handle(fd);
+        if (!h.writable) throw new FsError('EBADF', `handle ${fd} is read-only`);
+        return h.io.write(buf.subarray(0, len), pos);
+      }),
+      flush: (_path: string, _fd: number, cb: Cb) => cb(0),
+      fsync: (_path: string, _datasync: number, fd: number, cb: Cb) => run('fsync', cb, () => this.#handle(fd).io.fsync()),
+      truncate: (path: string, size: number, cb: Cb) => run('truncate', cb, () => this.#truncate(this.#volume(path), size)),
+      ftruncate: (_path: string, fd: number, size: number, cb: Cb) => run('ftruncate', cb, () => {
+        const h = this.#handle(fd);
+        if (!h.writable) throw new FsError('EBADF', `handle ${fd} is read-only`);
+        return h.io.truncate(size);
+      }),
+      unlink: (path: string, cb: Cb) => run('unlink', cb, () => {
+        const v = this.#volume(path);
+        if (this.#open.has(v.id)) throw new FsError('EBUSY', `volume ${v.name} is open`);
+        const other = this.pool.claimant(v.id);
+        if (other) throw new FsError('EBUSY', `volume ${v.name} is in use by pid ${other.pid}`);
+        this.pool.deleteVolume(v.id);
+        debug('unlink %s: volume %d deleted', path, v.id);
+      }),
+      rename: (src: string, dest: string, cb: Cb) => run('rename', cb, () => {
+        const v = this.#volume(src);
+        const to = dest.slice(1);
+        if (to.includes('/')) throw new FsError('EACCES', 'volumes live at the top of the mount only');
+        try {
+          this.pool.renameVolume(v.name, to);
+        } catch (err) {
+          throw err instanceof UserError ? new FsError(/already exists/.test(err.message) ? 'EEXIST' : 'EINVAL', err.message) : err;
+        }
+      }),
+      chmod: (path: string, mode: number, cb: Cb) => run('chmod', cb, () => this.pool.updateVolume(this.#volume(path).id, { mode: mode & 0o7777 })),
+      chown: (path: string, uid: number, gid: number, cb: Cb) => run('chown', cb, () => {
+        const v = this.#volume(path);
+        this.pool.updateVolume(v.id, { uid: uid === 0xffffffff ? v.uid : uid, gid: gid === 0xffffffff ? v.gid : gid });
+      }),
+      utimens: (path: string, _atime: number, mtime: number, cb: Cb) => run('utimens', cb, () => {
+        this.pool.updateVolume(this.#volume(path).id, { mtimeMs: mtime > 1e15 ? Math.floor(mtime / 1e6) : mtime });
+      }),
+    };
+  }
+
+  async #truncate(v: VolumeRecord, size: number): Promise<void> {
+    const ov = this.#open.get(v.id);
+    if (ov) return ov.io.truncate(size);
+    this.pool.claim(v.id, this.holder);
+    const io = new VolumeIo(this.pool, this.backends, this.holder, v.id);
+    try {
+      await io.truncate(size);
+    } finally {
+      io.close();
+      this.pool.unclaim(v.id, this.holder);
+    }
+  }
+
+  #statfs(): object {
+    let capacity = 0;
+    let free = 0;
+    for (const b of this.pool.backendList()) {
+      capacity += b.capacityBytes;
+      free += b.capacityBytes - b.allocatedBytes - b.reservedBytes;
+    }
+    // statfs counts are 32-bit here: grow the fragment size until the block count fits.
+    let frsize = BLOCK;
+    while (capacity / frsize >= 2 ** 32) frsize *= 2;
+    const files = this.pool.volumeList().length;
+    return {
+      bsize: BLOCK, frsize, blocks: Math.floor(capacity / frsize), bfree: Math.floor(free / frsize), bavail: Math.floor(free / frsize),
+      files, ffree: 1_000_000, favail: 1_000_000, fsid: 0, flag: 0, namemax: 128,
+    };
+  }
+}
