@@ -1,0 +1,410 @@
+/**
+ * npm run bench [-- flags]: thinvol against a plain file, qemu-storage-daemon's FUSE export and a
+ * minimal fuse-native passthrough (sequential throughput, 4 KiB random-write IOPS over loop devices),
+ * plus mkfs footprints and the daemon's RSS under a million scattered writes. Appends a dated
+ * section to docs/benchmarks.md. Needs root, fio, qemu-storage-daemon, mkfs.ext4 and mkfs.xfs.
+ */
+import { promises as fs, statfsSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { fio } from './bench/fio';
+import { Cleanup, mountpoints, run } from './bench/proc';
+import { TARGETS, TARGET_LABEL, appendReport, ratio, type CompareRow, type Figure, type Report, type TargetName } from './bench/report';
+import { type Dio, Thinvol, attachLoop, startPassthrough, startQsd, withLoop } from './bench/targets';
+
+const ROOT = resolve(__dirname, '..', '..');
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+/* ------------------------------------------------------------------ options */
+
+const SECTIONS = ['seq', 'iops', 'mkfs', 'rss'] as const;
+type Section = (typeof SECTIONS)[number];
+
+interface Options {
+  seqMiB: number;
+  iopsRuntime: number;
+  iopsSizeMiB: number;
+  loopDio: 'on' | 'off' | 'both';
+  rssWrites: number;
+  rssVolumes: number;
+  rssVolumeSize: string;
+  rssIodepth: number;
+  rssVia: 'file' | 'loop';
+  only: Section[];
+  tmpdir: string;
+  record: boolean;
+}
+
+const DEFAULTS: Options = {
+  seqMiB: 1024, iopsRuntime: 20, iopsSizeMiB: 1024, loopDio: 'on',
+  rssWrites: 1_000_000, rssVolumes: 10, rssVolumeSize: '16T', rssIodepth: 16, rssVia: 'file',
+  only: [...SECTIONS], tmpdir: '/var/tmp', record: true,
+};
+
+const USAGE = `usage: npm run bench -- [flags]
+  --seq-mib N          sequential write/read size in MiB (default ${DEFAULTS.seqMiB})
+  --iops-runtime S     seconds per random-write fio job (default ${DEFAULTS.iopsRuntime})
+  --iops-size-mib N    region the random writes cover, MiB (default ${DEFAULTS.iopsSizeMiB})
+  --loop-dio on|off|both  loop devices with --direct-io=on, off, or measure both (default ${DEFAULTS.loopDio})
+  --rss-writes N       random 4 KiB writes for the RSS test (default ${DEFAULTS.rssWrites})
+  --rss-volumes N      volumes they are spread over, one fio job each (default ${DEFAULTS.rssVolumes})
+  --rss-volume-size S  size of each of those volumes (default ${DEFAULTS.rssVolumeSize})
+  --rss-iodepth N      libaio queue depth per RSS job (default ${DEFAULTS.rssIodepth})
+  --rss-via file|loop  write the mount's files directly (O_DIRECT) or through loop devices (default ${DEFAULTS.rssVia})
+  --only LIST          comma-separated subset of ${SECTIONS.join(',')} (default all)
+  --tmpdir DIR         where the temporary directory goes; same disk as the repo (default ${DEFAULTS.tmpdir})
+  --no-record          do not append to docs/benchmarks.md`;
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { ...DEFAULTS, only: [...DEFAULTS.only] };
+  const int = (flag: string, v: string | undefined): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`${flag} wants a positive integer, got ${String(v)}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? '';
+    const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    const val = (): string | undefined => inline ?? argv[++i];
+    switch (flag) {
+      case '--help': case '-h': console.log(USAGE); process.exit(0); break;
+      case '--seq-mib': o.seqMiB = int(flag, val()); break;
+      case '--iops-runtime': o.iopsRuntime = int(flag, val()); break;
+      case '--iops-size-mib': o.iopsSizeMiB = int(flag, val()); break;
+      case '--loop-dio': {
+        const v = val();
+        if (v !== 'on' && v !== 'off' && v !== 'both') throw new Error('--loop-dio wants on, off or both');
+        o.loopDio = v;
+        break;
+      }
+      case '--rss-writes': o.rssWrites = int(flag, val()); break;
+      case '--rss-volumes': o.rssVolumes = int(flag, val()); break;
+      case '--rss-volume-size': o.rssVolumeSize = val() ?? ''; break;
+      case '--rss-iodepth': o.rssIodepth = int(flag, val()); break;
+      case '--rss-via': {
+        const v = val();
+        if (v !== 'file' && v !== 'loop') throw new Error('--rss-via wants file or loop');
+        o.rssVia = v;
+        break;
+      }
+      case '--only': {
+        const parts = (val() ?? '').split(',').filter(Boolean);
+        for (const p of parts) if (!(SECTIONS as readonly string[]).includes(p)) throw new Error(`--only: unknown section ${p}`);
+        o.only = parts as Section[];
+        break;
+      }
+      case '--tmpdir': o.tmpdir = val() ?? ''; break;
+      case '--no-record': o.record = false; break;
+      default: throw new Error(`unknown flag ${a}\n${USAGE}`);
+    }
+  }
+  return o;
+}
+
+function nonDefaults(o: Options): string[] {
+  const out: string[] = [];
+  const keys = Object.keys(DEFAULTS) as (keyof Options)[];
+  for (const k of keys) {
+    if (k === 'record' || k === 'tmpdir') continue;
+    const a = JSON.stringify(o[k]);
+    if (a !== JSON.stringify(DEFAULTS[k])) out.push(`${k}=${a}`);
+  }
+  return out;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+const fmt = (n: number, d = 1): string => n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
+const errMsg = (err: unknown): string => (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
+const log = (s: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
+
+async function measure(what: string, fn: () => Promise<number>): Promise<Figure> {
+  try {
+    return { value: await fn() };
+  } catch (err) {
+    console.error(`bench: ${what} failed: ${errMsg(err)}`);
+    return { error: errMsg(err) };
+  }
+}
+
+async function dropCaches(): Promise<void> {
+  await run('sync', []);
+  await fs.writeFile('/proc/sys/vm/drop_caches', '3');
+}
+
+async function procStatusKiB(pid: number, key: string): Promise<number> {
+  const text = await fs.readFile(`/proc/${pid}/status`, 'utf8');
+  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text);
+  if (!m?.[1]) throw new Error(`no ${key} in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+async function firstLine(cmd: string, args: string[]): Promise<string> {
+  try {
+    const r = await run(cmd, args, { allowFail: true });
+    return (r.stdout || r.stderr).split('\n')[0]?.trim() ?? '?';
+  } catch {
+    return '?';
+  }
+}
+
+async function machine(tmp: string): Promise<[string, string][]> {
+  const cpu = /^model name\s*:\s*(.+)$/m.exec(await fs.readFile('/proc/cpuinfo', 'utf8'))?.[1] ?? '?';
+  const disk = (await firstLine('findmnt', ['-n', '-o', 'SOURCE,FSTYPE', '-T', tmp])).replace(/\s+/, ' ');
+  const load = (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
+  const head = await firstLine('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']);
+  const dirty = (await run('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src'], { allowFail: true })).stdout.trim() !== '';
+  return [
+    ['nproc', await firstLine('nproc', [])],
+    ['CPU', cpu.trim()],
+    ['RAM', `${fmt(os.totalmem() / GiB)} GiB`],
+    ['disk/fs', disk],
+    ['kernel', os.release()],
+    ['load at start', load],
+    ['node', process.version],
+    ['fio', await firstLine('fio', ['--version'])],
+    ['qemu-storage-daemon', (await firstLine('qemu-storage-daemon', ['--version'])).replace(/^qemu-storage-daemon version /, '')],
+    ['thinvol', `${head}${dirty ? ' (src modified)' : ''}`],
+  ];
+}
+
+/* ------------------------------------------------------------------ the run */
+
+interface Files { thinvol: string; plain: string; qsd: string; passthrough: string }
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (loop devices, drop_caches, FUSE allow_other)');
+  for (const tool of ['fio', 'qemu-storage-daemon', 'mkfs.ext4', 'mkfs.xfs', 'losetup', 'fusermount']) {
+    const r = await run('sh', ['-c', `command -v ${tool}`], { allowFail: true });
+    if (r.code !== 0) throw new Error(`${tool} is missing (apt-get install -y fio qemu-system-common e2fsprogs xfsprogs fuse)`);
+  }
+  const thinvolBin = join(ROOT, 'bin', 'thinvol');
+  const passthroughJs = join(__dirname, 'bench', 'passthrough.js');
+
+  await fs.mkdir(o.tmpdir, { recursive: true });
+  if (statSync(o.tmpdir).dev !== statSync(ROOT).dev) console.warn(`bench: warning: ${o.tmpdir} is not on the repository's filesystem`);
+  const seqBytes = o.seqMiB * MiB;
+  const fileBytes = Math.max(seqBytes, o.iopsSizeMiB * MiB);
+  const rssBackendGiB = Math.max(8, Math.ceil((o.rssWrites * 4096 * 1.25) / GiB) + 2);
+  const poolBackendGiB = Math.max(8, Math.ceil((2 * fileBytes) / GiB) + 2);
+  const need = 3 * fileBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0) + poolBackendGiB * GiB / 2;
+  const st = statfsSync(o.tmpdir);
+  if (st.bavail * st.bsize < need) throw new Error(`${o.tmpdir} has ${fmt((st.bavail * st.bsize) / GiB)} GiB free; the run needs about ${fmt(need / GiB)} GiB`);
+
+  const tmp = await fs.mkdtemp(join(o.tmpdir, 'thinvol-bench-'));
+  log(`working in ${tmp}`);
+  const cleanup = new Cleanup();
+  cleanup.add(`rm -rf ${tmp}`, async () => {
+    const busy = (await mountpoints()).filter((m) => m === tmp || m.startsWith(`${tmp}/`));
+    if (busy.length > 0) {
+      console.error(`bench: not removing ${tmp}: still mounted: ${busy.join(', ')}`);
+      return;
+    }
+    await fs.rm(tmp, { recursive: true, force: true });
+  });
+  let interrupted = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`bench: ${sig}: cleaning up`);
+    cleanup.runAll().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const report: Report = { date: '', machine: [], settings: nonDefaults(o), compare: [], checks: [], notes: [] };
+  const dios: Dio[] = o.loopDio === 'both' ? ['on', 'off'] : [o.loopDio];
+
+  try {
+    report.date = (await firstLine('date', ['-I'])) || new Date().toISOString().slice(0, 10);
+    report.machine = await machine(tmp);
+
+    const needTargets = o.only.includes('seq') || o.only.includes('iops');
+    const needPool = needTargets || o.only.includes('mkfs');
+    const tv = new Thinvol(thinvolBin, join(tmp, 'pool'));
+    const mnt = join(tmp, 'mnt');
+    let files: Files | undefined;
+    if (needPool) {
+      await fs.mkdir(mnt);
+      await tv.createPool(join(tmp, 'pool-backend.img'), `${poolBackendGiB}G`);
+      await tv.createVolume('seq', '100G');
+      await tv.mount(mnt, cleanup);
+      log(`thinvol pool mounted at ${mnt}`);
+    }
+    if (needTargets) {
+      const plain = join(tmp, 'plain.img');
+      const raw = join(tmp, 'qsd.raw');
+      const ptBacking = join(tmp, 'passthrough.img');
+      for (const f of [plain, raw, ptBacking]) await run('truncate', ['-s', String(fileBytes), f]);
+      const qsd = await startQsd(raw, join(tmp, 'qsd-export'), cleanup);
+      log(`qemu-storage-daemon pid ${qsd.pid} exports ${raw}`);
+      const pt = await startPassthrough(passthroughJs, ptBacking, join(tmp, 'pt'), cleanup);
+      log(`fuse-native passthrough pid ${pt.pid} serves ${pt.file}`);
+      files = { thinvol: join(mnt, 'seq'), plain, qsd: join(tmp, 'qsd-export'), passthrough: pt.file };
+    }
+
+    /* 1. sequential */
+    if (o.only.includes('seq') && files) {
+      const w: CompareRow = { label: `seq write ${o.seqMiB} MiB`, unit: 'MiB/s', figures: {} };
+      const r: CompareRow = { label: `seq read ${o.seqMiB} MiB`, unit: 'MiB/s', figures: {} };
+      for (const t of TARGETS) {
+        const file = files[t];
+        w.figures[t] = await measure(`seq write ${t}`, async () => {
+          const res = await fio(['--name=seqwrite', `--filename=${file}`, '--rw=write', '--bs=1M', `--size=${o.seqMiB}M`,
+            '--ioengine=psync', '--end_fsync=1', '--fallocate=none', '--allow_file_create=0'], 30 * 60_000);
+          return res.write.bwBytes / MiB;
+        });
+        await dropCaches();
+        r.figures[t] = await measure(`seq read ${t}`, async () => {
+          const res = await fio(['--name=seqread', `--filename=${file}`, '--rw=read', '--bs=1M', `--size=${o.seqMiB}M`,
+            '--ioengine=psync', '--fallocate=none', '--allow_file_create=0'], 30 * 60_000);
+          return res.read.bwBytes / MiB;
+        });
+        log(`seq ${TARGET_LABEL[t]}: write ${show(w.figures[t], 1)} MiB/s, read ${show(r.figures[t], 1)} MiB/s`);
+      }
+      report.compare.push(w, r);
+    }
+
+    /* 2. random-write IOPS through loop devices */
+    if (o.only.includes('iops') && files) {
+      const f = files;
+      await tv.createVolume('iops-fresh', '100G');
+      for (const dio of dios) {
+        const row: CompareRow = { label: '4k randwrite', unit: 'IOPS', figures: {}, extra: `loop dio=${dio}` };
+        const fresh: CompareRow = { label: '4k randwrite, fresh volume', unit: 'IOPS', figures: {}, extra: `loop dio=${dio}` };
+        const used: string[] = [];
+        const job = (dev: string): Promise<number> => fio(['--name=randwrite', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--iodepth=16',
+          '--ioengine=libaio', '--direct=1', `--runtime=${o.iopsRuntime}`, '--time_based', `--size=${o.iopsSizeMiB}M`, '--randrepeat=0'],
+        (o.iopsRuntime + 300) * 1000).then((res) => res.write.iops);
+        for (const t of TARGETS) {
+          row.figures[t] = await measure(`randwrite ${t}`, () => withLoop(f[t], dio, cleanup, async (loop) => {
+            used.push(`${t}:${loop.dio ? 'on' : 'off'}`);
+            return job(loop.dev);
+          }));
+          log(`randwrite ${TARGET_LABEL[t]} (loop dio ${dio}): ${show(row.figures[t], 0)} IOPS`);
+        }
+        if (dio === dios[dios.length - 1]) {
+          fresh.figures.thinvol = await measure('randwrite thinvol fresh', () => withLoop(join(mnt, 'iops-fresh'), dio, cleanup, (loop) => job(loop.dev)));
+          log(`randwrite thinvol fresh volume (loop dio ${dio}): ${show(fresh.figures.thinvol, 0)} IOPS`);
+        }
+        report.compare.push(row);
+        if (fresh.figures.thinvol) report.compare.push(fresh);
+        report.notes.push(`loop devices asked for --direct-io=${dio}; the kernel used (sysfs loop/dio): ${used.join(', ')}`);
+      }
+    }
+
+    /* 3. mkfs footprints */
+    if (o.only.includes('mkfs')) {
+      const mkfs: [string, string, string[], number][] = [
+        ['ext4', 'mkfs.ext4', ['-q'], 8 * MiB],
+        ['xfs', 'mkfs.xfs', ['-q', '-f'], 1 * MiB],
+      ];
+      for (const [fsName, cmd, args, limit] of mkfs) {
+        const vol = `mkfs-${fsName}`;
+        let seconds = 0;
+        const fig = await measure(`mkfs ${fsName}`, async () => {
+          await tv.createVolume(vol, '100G');
+          await withLoop(join(mnt, vol), dios[0] ?? 'on', cleanup, async (loop) => {
+            const t0 = Date.now();
+            await run(cmd, [...args, loop.dev], { timeoutMs: 10 * 60_000 });
+            seconds = (Date.now() - t0) / 1000;
+          });
+          return tv.allocatedOf(vol);
+        });
+        const ok = 'value' in fig ? fig.value <= limit : undefined;
+        const value = 'value' in fig ? `${fmt(fig.value / MiB, 2)} MiB` : `error: ${fig.error}`;
+        report.checks.push({ label: `${cmd} ${args.join(' ')} footprint (100 GiB volume)`, value, target: `<= ${limit / MiB} MiB`, pass: ok,
+          note: 'value' in fig ? `${fig.value} bytes allocated; mkfs took ${fmt(seconds)} s` : '' });
+        log(`${cmd} footprint: ${value} (target <= ${limit / MiB} MiB): ${ok === undefined ? '-' : ok ? 'pass' : 'FAIL'}`);
+      }
+    }
+
+    /* 4. daemon RSS under scattered writes */
+    if (o.only.includes('rss')) {
+      const rtv = new Thinvol(thinvolBin, join(tmp, 'rsspool'));
+      const rmnt = join(tmp, 'rssmnt');
+      await fs.mkdir(rmnt);
+      await rtv.createPool(join(tmp, 'rss-backend.img'), `${rssBackendGiB}G`);
+      const names = Array.from({ length: o.rssVolumes }, (_v, i) => `r${i + 1}`);
+      for (const n of names) await rtv.createVolume(n, o.rssVolumeSize);
+      const { pid, unmount } = await rtv.mount(rmnt, cleanup);
+      const before = await procStatusKiB(pid, 'VmRSS');
+      log(`RSS pool mounted (daemon pid ${pid}, VmRSS ${fmt(before / 1024)} MiB); ${o.rssWrites} random 4 KiB writes over ${o.rssVolumes} x ${o.rssVolumeSize}`);
+      const perJob = Math.ceil(o.rssWrites / o.rssVolumes);
+      const detach: (() => Promise<void>)[] = [];
+      let targets = names.map((n) => join(rmnt, n));
+      let seconds = 0;
+      let ios = 0;
+      const res = await measure('rss writes', async () => {
+        if (o.rssVia === 'loop') {
+          const loops = [];
+          for (const t of targets) loops.push(await attachLoop(t, dios[0] ?? 'on', cleanup));
+          targets = loops.map((l) => l.dev);
+          detach.push(...loops.map((l) => l.detach));
+        }
+        const t0 = Date.now();
+        const out = await fio(['--rw=randwrite', '--bs=4k', '--ioengine=libaio', `--iodepth=${o.rssIodepth}`, '--direct=1',
+          '--norandommap', '--randrepeat=0', '--refill_buffers', `--io_size=${perJob * 4096}`, '--fallocate=none', '--allow_file_create=0',
+          ...targets.flatMap((t, i) => [`--name=w${i + 1}`, `--filename=${t}`])], 60 * 60_000);
+        seconds = (Date.now() - t0) / 1000;
+        ios = out.write.totalIos;
+        return procStatusKiB(pid, 'VmRSS');
+      });
+      const hwm = 'value' in res ? await procStatusKiB(pid, 'VmHWM') : 0;
+      const anon = 'value' in res ? await procStatusKiB(pid, 'RssAnon') : 0;
+      const file = 'value' in res ? await procStatusKiB(pid, 'RssFile') : 0;
+      for (const d of detach) await d();
+      const allocated = 'value' in res ? (await rtv.df()).allocatedBytes : 0;
+      await unmount();
+      const limitKiB = 150 * 1024;
+      report.checks.push({
+        label: `daemon VmRSS after ${o.rssWrites.toLocaleString('en-US')} random 4 KiB writes over ${o.rssVolumes} x ${o.rssVolumeSize} volumes`,
+        value: 'value' in res ? `${fmt(res.value / 1024)} MiB` : `error: ${res.error}`,
+        target: '<= 150 MiB',
+        pass: 'value' in res ? res.value <= limitKiB : undefined,
+        note: 'value' in res
+          ? `VmHWM ${fmt(hwm / 1024)} MiB; RssAnon ${fmt(anon / 1024)} MiB, RssFile ${fmt(file / 1024)} MiB (LMDB map pages count here); VmRSS ${fmt(before / 1024)} MiB after mount; ${ios} writes in ${fmt(seconds)} s (${fmt(ios / seconds, 0)} IOPS, ${o.rssVia === 'loop' ? 'loop devices' : 'O_DIRECT on the mount\'s files'}, iodepth ${o.rssIodepth} x ${o.rssVolumes} jobs); pool allocated ${fmt(allocated / GiB, 2)} GiB`
+          : '',
+      });
+      if ('value' in res) log(`daemon VmRSS ${fmt(res.value / 1024)} MiB, VmHWM ${fmt(hwm / 1024)} MiB after ${ios} writes in ${fmt(seconds)} s (${fmt(ios / seconds, 0)} IOPS)`);
+    }
+  } finally {
+    await cleanup.runAll();
+    const left = (await mountpoints()).filter((m) => m.startsWith(tmp));
+    const loops = (await run('losetup', ['-a'], { allowFail: true })).stdout.split('\n').filter((l) => l.includes(tmp));
+    if (left.length > 0 || loops.length > 0) console.error(`bench: WARNING: left behind: ${[...left, ...loops].join('; ')}`);
+  }
+
+  printSummary(report);
+  if (interrupted) return;
+  if (o.record) {
+    const path = join(ROOT, 'docs', 'benchmarks.md');
+    await fs.mkdir(join(ROOT, 'docs'), { recursive: true });
+    await appendReport(path, report);
+    log(`appended to ${path}`);
+  }
+}
+
+function show(f: Figure | undefined, d: number): string {
+  return !f ? '-' : 'value' in f ? fmt(f.value, d) : 'error';
+}
+
+function printSummary(r: Report): void {
+  console.log('\n=== summary ===');
+  for (const row of r.compare) {
+    const d = row.unit === 'IOPS' ? 0 : 1;
+    const f = row.figures;
+    const cells = TARGETS.filter((t: TargetName) => f[t]).map((t) => `${t} ${show(f[t], d)}`);
+    console.log(`${row.label}${row.extra ? ` (${row.extra})` : ''} [${row.unit}]: ${cells.join(', ')}`);
+    if (f.qsd || f.plain || f.passthrough) console.log(`    ratios: vol/qsd ${ratio(f.thinvol, f.qsd)}, vol/plain ${ratio(f.thinvol, f.plain)}, vol/passthrough ${ratio(f.thinvol, f.passthrough)}`);
+  }
+  for (const c of r.checks) console.log(`${c.label}: ${c.value} (target ${c.target}) ${c.pass === undefined ? '' : c.pass ? 'PASS' : 'FAIL'}${c.note ? `\n    ${c.note}` : ''}`);
+  for (const n of r.notes) console.log(`note: ${n}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,22 @@
+#!/bin/bash
+# Installs what thinvol needs on Debian (as root): system packages when missing, npm packages,
+# the build, and the mount helper so that `mount -t fuse.thinvol POOL MNT` works.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS="libfuse2 fuse3 e2fsprogs xfsprogs qemu-utils qemu-system-common fio util-linux"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "installing Debian packages:$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+npm run build
+
+ln -sf "$PWD/bin/mount.fuse.thinvol" /usr/sbin/mount.fuse.thinvol
+echo "thinvol installed: ./bin/thinvol --help"

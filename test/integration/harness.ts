@@ -1,0 +1,114 @@
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+export const THINVOL = join(__dirname, '..', '..', '..', 'bin', 'thinvol');
+
+export interface RunResult { code: number; stdout: string; stderr: string }
+
+/** Runs a command; never throws on a non-zero exit (the test looks at the code). */
+export async function run(cmd: string, args: string[], opts: { input?: Buffer } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }));
+    child.stdin.end(opts.input);
+  });
+}
+
+/** Runs a command and fails with its stderr when it exits non-zero. */
+export async function must(cmd: string, args: string[]): Promise<string> {
+  const r = await run(cmd, args);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/**
+ * One test's world: a temp dir with a pool, its mounts, loop devices and daemons, all torn
+ * down by cleanup() in reverse order whatever state the test left them in.
+ */
+export class Sandbox {
+  readonly dir = mkdtempSync(join(process.env.THINVOL_TEST_DIR ?? tmpdir(), 'thinvol-test-'));
+  readonly pool = join(this.dir, 'pool');
+  readonly mnt = join(this.dir, 'mnt');
+  readonly #fsMounts: string[] = [];
+  readonly #loops: string[] = [];
+  readonly #daemons: { pid: number; mnt: string }[] = [];
+
+  constructor() {
+    mkdirSync(this.mnt);
+  }
+
+  cli(...args: string[]): Promise<RunResult> {
+    return run(process.execPath, [THINVOL, '--pool', this.pool, ...args]);
+  }
+
+  async cliOk(...args: string[]): Promise<string> {
+    const r = await this.cli(...args);
+    if (r.code !== 0) throw new Error(`thinvol ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout;
+  }
+
+  async json<T>(...args: string[]): Promise<T> {
+    return JSON.parse(await this.cliOk(...args, '--json')) as T;
+  }
+
+  async createPool(...backends: string[]): Promise<void> {
+    await this.cliOk('pool', 'create', ...backends.flatMap((b) => ['--backend', join(this.dir, b)]));
+  }
+
+  async mount(mnt = this.mnt): Promise<number> {
+    mkdirSync(mnt, { recursive: true });
+    const { pid } = await this.json<{ pid: number }>('mount', mnt);
+    this.#daemons.push({ pid, mnt });
+    return pid;
+  }
+
+  async umount(mnt = this.mnt): Promise<void> {
+    await this.cliOk('umount', mnt);
+  }
+
+  async losetup(file: string): Promise<string> {
+    const dev = (await must('losetup', ['--find', '--show', file])).trim();
+    this.#loops.push(dev);
+    return dev;
+  }
+
+  async detach(dev: string): Promise<void> {
+    await must('losetup', ['-d', dev]);
+    this.#loops.splice(this.#loops.indexOf(dev), 1);
+  }
+
+  async mountFs(dev: string, at: string, opts: string[] = []): Promise<void> {
+    mkdirSync(at, { recursive: true });
+    await must('mount', [...opts, dev, at]);
+    this.#fsMounts.push(at);
+  }
+
+  async umountFs(at: string): Promise<void> {
+    await must('umount', [at]);
+    this.#fsMounts.splice(this.#fsMounts.indexOf(at), 1);
+  }
+
+  async cleanup(): Promise<void> {
+    for (const at of this.#fsMounts.reverse()) await run('umount', ['-l', at]);
+    for (const dev of this.#loops.reverse()) await run('losetup', ['-d', dev]);
+    for (const d of this.#daemons.reverse()) {
+      await run('fusermount', ['-u', d.mnt]);
+      await run('fusermount', ['-uz', d.mnt]);
+      try { process.kill(d.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export { execFileP };
