@@ -4,6 +4,7 @@ import { BackendSet } from '../backend/backend-set';
 import { FuseOps } from '../fuse/fuse-ops';
 import { selfHolder } from '../pool/holder';
 import type { Pool } from '../pool/pool';
+import { controlSocketPath, startControlServer } from '../control/control-server';
 import { logger } from '../util/log';
 import { findMount, prepareMountpoint, unmountStrict } from './mountpoint';
 import { registerDaemon } from './registry';
@@ -12,6 +13,9 @@ const debug = logger('daemon');
 
 const SYNC_INTERVAL_MS = 5000;
 const WATCH_INTERVAL_MS = 1000;
+const RECLAIM_INTERVAL_MS = 2000;
+
+export interface DaemonOptions { autoReclaim: boolean }
 
 function mountFuse(fuse: Fuse): Promise<void> {
   // fuse-native turns on libfuse's own debug output whenever DEBUG contains '*'.
@@ -25,7 +29,7 @@ function mountFuse(fuse: Fuse): Promise<void> {
  * Serves a pool at a mountpoint until it is unmounted (thinvol umount, umount, fusermount -u)
  * or the process gets SIGTERM/SIGINT while nothing uses the mount.
  */
-export async function runMountDaemon(pool: Pool, mountpoint: string, onReady: () => void): Promise<void> {
+export async function runMountDaemon(pool: Pool, mountpoint: string, options: DaemonOptions, onReady: () => void): Promise<void> {
   const mnt = await prepareMountpoint(mountpoint);
   const holder = selfHolder();
   pool.recoverStaleReservations();
@@ -42,11 +46,22 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, onReady: ()
   });
   await mountFuse(fuse);
   const regFile = await registerDaemon(pool.runDir, { ...holder, mountpoint: mnt, pool: pool.dir, startedAt: Date.now() });
-  debug('serving %s at %s (pid %d)', pool.dir, mnt, process.pid);
+  const sockPath = controlSocketPath(pool.runDir, process.pid);
+  const control = await startControlServer(sockPath, async (req) => {
+    if (req.op === 'reclaim' && typeof req.volume === 'string') return ops.reclaim(req.volume, req.dryRun === true);
+    throw new Error(`unknown request ${JSON.stringify(req)}`);
+  });
+  debug('serving %s at %s (pid %d), auto reclaim %s', pool.dir, mnt, process.pid, options.autoReclaim ? 'on' : 'off');
 
   let stopping = false;
   const done = new Promise<void>((resolve) => {
     const syncTimer = setInterval(() => { pool.store.sync().catch((err: unknown) => console.error(`thinvol: periodic sync failed: ${String(err)}`)); }, SYNC_INTERVAL_MS);
+    let reclaiming = false;
+    const reclaimTimer = setInterval(() => {
+      if (!options.autoReclaim || reclaiming) return;
+      reclaiming = true;
+      ops.autoReclaim().finally(() => { reclaiming = false; });
+    }, RECLAIM_INTERVAL_MS);
     const watchTimer = setInterval(() => {
       findMount(mnt).then((m) => { if (!m || m.fstype !== 'fuse.thinvol') finish(); }, () => undefined);
     }, WATCH_INTERVAL_MS);
@@ -55,6 +70,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, onReady: ()
       stopping = true;
       clearInterval(syncTimer);
       clearInterval(watchTimer);
+      clearInterval(reclaimTimer);
       resolve();
     };
     const onSignal = (sig: string): void => {
@@ -71,5 +87,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, onReady: ()
   await backends.flushAll();
   await backends.closeAll();
   await pool.close();
+  control.close();
   await fs.rm(regFile, { force: true });
+  await fs.rm(sockPath, { force: true });
 }

@@ -3,6 +3,7 @@ import type { Pool } from '../pool/pool';
 import { BLOCK, type Holder, type VolumeRecord } from '../pool/records';
 import { FsError, UserError } from '../util/errors';
 import { logger } from '../util/log';
+import { coldReclaim, Reclaimer, type ReclaimReport } from '../reclaim/reclaimer';
 import { VolumeIo } from '../volume/volume-io';
 
 const debug = logger('fuse');
@@ -19,7 +20,7 @@ interface Stat {
 }
 
 interface Handle { io: VolumeIo; writable: boolean }
-interface OpenVolume { io: VolumeIo; handles: number; writers: number }
+interface OpenVolume { io: VolumeIo; handles: number; writers: number; reclaimer?: Reclaimer; scannedAt: number }
 
 /** Turns any failure into the negative errno fuse-native wants, logging the unexpected ones. */
 function errnoOf(op: string, err: unknown): number {
@@ -84,8 +85,12 @@ export class FuseOps {
     if (writable) this.pool.claim(v.id, this.holder);
     let ov = this.#open.get(v.id);
     if (!ov) {
-      ov = { io: new VolumeIo(this.pool, this.backends, this.holder, v.id), handles: 0, writers: 0 };
+      ov = { io: new VolumeIo(this.pool, this.backends, this.holder, v.id), handles: 0, writers: 0, scannedAt: -1 };
       this.#open.set(v.id, ov);
+    }
+    if (writable && !ov.reclaimer) {
+      ov.reclaimer = new Reclaimer(this.pool, ov.io, false);
+      ov.io.history = ov.reclaimer.history;
     }
     ov.handles++;
     if (writable) ov.writers++;
@@ -136,6 +141,8 @@ export class FuseOps {
         if (h.writable) ov.writers--;
         if (ov.writers === 0) {
           h.io.close();
+          delete ov.reclaimer;
+          h.io.history = undefined;
           if (h.writable) this.pool.unclaim(h.io.id, this.holder);
         }
         if (ov.handles === 0) this.#open.delete(h.io.id);
@@ -181,6 +188,30 @@ export class FuseOps {
         this.pool.updateVolume(this.#volume(path).id, { mtimeMs: mtime > 1e15 ? Math.floor(mtime / 1e6) : mtime });
       }),
     };
+  }
+
+  /** Automatic reclaim: scans each volume open for writing that was written since its last scan. */
+  async autoReclaim(): Promise<void> {
+    for (const ov of [...this.#open.values()]) {
+      if (!ov.reclaimer || ov.io.history === undefined || ov.io.history.seq === ov.scannedAt) continue;
+      ov.scannedAt = ov.io.history.seq;
+      await ov.reclaimer.run(false).catch((err: unknown) => console.error(`thinvol: reclaim of volume ${ov.io.id} failed: ${String(err)}`));
+    }
+  }
+
+  /** `thinvol reclaim` sent to this daemon. */
+  async reclaim(name: string, dryRun: boolean): Promise<ReclaimReport> {
+    const v = this.pool.volume(name);
+    const ov = this.#open.get(v.id);
+    if (ov?.reclaimer) return ov.reclaimer.run(dryRun);
+    this.pool.claim(v.id, this.holder);
+    const io = new VolumeIo(this.pool, this.backends, this.holder, v.id);
+    try {
+      return await coldReclaim(this.pool, io, dryRun);
+    } finally {
+      io.close();
+      this.pool.unclaim(v.id, this.holder);
+    }
   }
 
   async #truncate(v: VolumeRecord, size: number): Promise<void> {

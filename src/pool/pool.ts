@@ -204,6 +204,13 @@ export class Pool {
     });
   }
 
+  addReclaimed(volumeId: number, bytes: number): void {
+    this.store.txn(() => {
+      const v = this.store.volumes.get(volumeId);
+      if (v) this.store.volumes.put(volumeId, { ...v, reclaimedBytes: (v.reclaimedBytes ?? 0) + bytes });
+    });
+  }
+
   /** Unmaps [offset, offset+len) of a volume and returns its space to the free table. */
   unmap(volumeId: number, offset: number, len: number): number {
     return this.store.txn(() => this.unmapInTxn(volumeId, offset, len));

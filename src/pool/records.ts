@@ -30,6 +30,8 @@ export interface VolumeRecord {
   gid: number;
   createdAt: number;
   mtimeMs: number;
+  /** Bytes given back by reclaim over the volume's life. */
+  reclaimedBytes?: number;
 }
 
 /** A map entry: volume bytes [vstart, vstart+len) live at backend `backend`, offset `boff`. */

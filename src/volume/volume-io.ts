@@ -2,6 +2,7 @@ import type { BackendSet } from '../backend/backend-set';
 import type { Placement, Pool } from '../pool/pool';
 import { BLOCK, type Holder, type VolumeRecord } from '../pool/records';
 import { FsError } from '../util/errors';
+import type { WriteHistory } from '../reclaim/write-history';
 import { RangeLock } from './range-lock';
 import { StreamAllocator } from './stream-allocator';
 
@@ -27,6 +28,8 @@ export class VolumeIo {
   readonly lock = new RangeLock();
   readonly #alloc: StreamAllocator;
   #written = false;
+  /** Set while reclaim runs for this volume: every accepted write is recorded in it. */
+  history: WriteHistory | undefined;
 
   constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, readonly id: number) {
     this.#alloc = new StreamAllocator(pool, holder, id);
@@ -66,6 +69,7 @@ export class VolumeIo {
     const release = await this.lock.acquire(a, b, true);
     try {
       this.#written = true;
+      this.history?.record(a, b);
       const io: Promise<void>[] = [];
       let pos = a;
       const holes: [number, number][] = [];

@@ -7,10 +7,11 @@ import { emit, table } from '../output';
 export function poolUsage(pool: Pool): {
   capacityBytes: number; allocatedBytes: number; reservedBytes: number; freeBytes: number; provisionedBytes: number;
   backends: { id: number; path: string; capacityBytes: number; allocatedBytes: number; freeBytes: number }[];
-  volumes: { id: number; name: string; sizeBytes: number; allocatedBytes: number }[];
+  volumes: { id: number; name: string; sizeBytes: number; allocatedBytes: number; reclaimedBytes: number }[];
+  reclaimedBytes: number;
 } {
   const backends = pool.backendList().map((b) => ({ id: b.id, path: b.path, capacityBytes: b.capacityBytes, allocatedBytes: b.allocatedBytes, reservedBytes: b.reservedBytes, freeBytes: b.capacityBytes - b.allocatedBytes - b.reservedBytes }));
-  const volumes = pool.volumeList().map((v) => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes }));
+  const volumes = pool.volumeList().map((v) => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes, reclaimedBytes: v.reclaimedBytes ?? 0 }));
   const sum = <T>(xs: T[], f: (x: T) => number): number => xs.reduce((s, x) => s + f(x), 0);
   return {
     capacityBytes: sum(backends, (b) => b.capacityBytes),
@@ -18,6 +19,7 @@ export function poolUsage(pool: Pool): {
     reservedBytes: sum(backends, (b) => b.reservedBytes),
     freeBytes: sum(backends, (b) => b.freeBytes),
     provisionedBytes: sum(volumes, (v) => v.sizeBytes),
+    reclaimedBytes: sum(volumes, (v) => v.reclaimedBytes),
     backends,
     volumes,
   };
@@ -29,11 +31,11 @@ export function dfCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const u = poolUsage(pool);
       const pct = (n: number, d: number): string => (d === 0 ? '-' : `${((100 * n) / d).toFixed(1)}%`);
       emit(a.json, u, () => [
-        `pool ${pool.dir}: capacity ${formatSize(u.capacityBytes)}, allocated ${formatSize(u.allocatedBytes)} (${pct(u.allocatedBytes, u.capacityBytes)}), free ${formatSize(u.freeBytes)}, provisioned ${formatSize(u.provisionedBytes)} (${pct(u.provisionedBytes, u.capacityBytes)} of capacity)`,
+        `pool ${pool.dir}: capacity ${formatSize(u.capacityBytes)}, allocated ${formatSize(u.allocatedBytes)} (${pct(u.allocatedBytes, u.capacityBytes)}), free ${formatSize(u.freeBytes)}, provisioned ${formatSize(u.provisionedBytes)} (${pct(u.provisionedBytes, u.capacityBytes)} of capacity), reclaimed so far ${formatSize(u.reclaimedBytes)}`,
         '',
         ...table([['BACKEND', 'PATH', 'CAPACITY', 'ALLOCATED', 'FREE'], ...u.backends.map((b) => [String(b.id), b.path, formatSize(b.capacityBytes), formatSize(b.allocatedBytes), formatSize(b.freeBytes)])]),
         '',
-        ...table([['VOLUME', 'NAME', 'SIZE', 'ALLOCATED'], ...u.volumes.map((v) => [String(v.id), v.name, formatSize(v.sizeBytes), formatSize(v.allocatedBytes)])]),
+        ...table([['VOLUME', 'NAME', 'SIZE', 'ALLOCATED', 'RECLAIMED'], ...u.volumes.map((v) => [String(v.id), v.name, formatSize(v.sizeBytes), formatSize(v.allocatedBytes), formatSize(v.reclaimedBytes)])]),
       ]);
     }));
 }

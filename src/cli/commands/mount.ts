@@ -12,10 +12,10 @@ import type { GlobalArgs } from '../context';
 import { emit } from '../output';
 
 /** Starts the daemon in the background and returns once it serves the mountpoint (or failed). */
-async function mountInBackground(a: GlobalArgs, mnt: string): Promise<number> {
+async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolean): Promise<number> {
   const log = join(resolve(a.pool), 'run', 'daemon.log');
   const fd = openSync(log, 'a');
-  const child = spawn(process.execPath, [process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground'], {
+  const child = spawn(process.execPath, [process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground', ...(autoReclaim ? [] : ['--no-auto-reclaim'])], {
     detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: process.env,
   });
   closeSync(fd);
@@ -35,13 +35,14 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
   return y
     .command('mount <mountpoint>', 'serve the pool\'s volumes as files under MOUNTPOINT (runs a daemon in the background)', (c) => c
       .positional('mountpoint', { type: 'string', demandOption: true })
-      .option('foreground', { type: 'boolean', default: false, describe: 'stay in the foreground until unmounted' }),
+      .option('foreground', { type: 'boolean', default: false, describe: 'stay in the foreground until unmounted' })
+      .option('auto-reclaim', { type: 'boolean', default: true, describe: 'give back blocks the guest ext4/XFS freed, a few seconds after its journal commits them (--no-auto-reclaim to turn off)' }),
     async (a) => {
       if (a.foreground) {
         const pool = Pool.open(a.pool);
         const tell = (m: object): void => { if (process.send) process.send(m); };
         try {
-          await runMountDaemon(pool, a.mountpoint, () => {
+          await runMountDaemon(pool, a.mountpoint, { autoReclaim: a['auto-reclaim'] }, () => {
             tell({ ready: true });
             if (process.connected) process.disconnect();
           });
@@ -54,7 +55,7 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       }
       await Pool.open(a.pool).close();
       const mnt = await prepareMountpoint(a.mountpoint);
-      const pid = await mountInBackground(a, mnt);
+      const pid = await mountInBackground(a, mnt, a['auto-reclaim']);
       emit(a.json, { mountpoint: mnt, pid, pool: resolve(a.pool) }, () => [`mounted pool ${resolve(a.pool)} at ${mnt} (daemon pid ${pid})`]);
     })
     .command('umount <mountpoint>', 'unmount (refused while a loop device or process uses a volume) and stop its daemon', (c) => c

@@ -1,0 +1,140 @@
+import type { Pool } from '../pool/pool';
+import { BLOCK } from '../pool/records';
+import { logger } from '../util/log';
+import type { VolumeIo } from '../volume/volume-io';
+import { planExt4 } from './ext4/plan-ext4';
+import type { ByteRange, PlanResult, VolumeReader } from './planner';
+import { WriteHistory } from './write-history';
+import { planXfs } from './xfs/plan-xfs';
+
+const debug = logger('reclaim');
+
+export interface ReclaimReport {
+  volume: string;
+  fs: 'ext4' | 'xfs' | 'none';
+  ok: boolean;
+  reason?: string;
+  dryRun: boolean;
+  blockSize: number;
+  examinedBlocks: number;
+  /** Bytes the guest holds free in its committed view. */
+  guestFreeBytes: number;
+  /** Of those, bytes that were allocated in the pool: the candidates. */
+  candidateBytes: number;
+  releasedBytes: number;
+  /** Candidates kept because they were written too recently (rule R2/R3: not enough commits since). */
+  keptRecentBytes: number;
+  notes: string[];
+}
+
+interface Scan { seq: number; commits: number }
+
+/** Asks each filesystem planner in turn; the first that recognises the volume answers. */
+export async function plan(reader: VolumeReader): Promise<PlanResult> {
+  const ext4 = await planExt4(reader);
+  if (ext4.ok || ext4.fs !== 'none') return ext4;
+  const xfs = await planXfs(reader);
+  if (xfs.ok || xfs.fs !== 'none') return xfs;
+  return { ok: false, fs: 'none', reason: 'no ext4 or XFS filesystem found on the volume' };
+}
+
+/**
+ * Reclaim for one volume served by this process. Every write is recorded in a WriteHistory;
+ * every scan records (write sequence at its start, commits seen so far). A block free in the
+ * committed view of scan i is released only if its last write w is old enough: the first
+ * scan j started after w must have seen at least two commits fewer than scan i. At j's start
+ * at most the committing and the running transaction were open, so whatever allocated the
+ * block before w has committed by scan i and would show it used (release rule R1-R3). The
+ * release itself runs under the volume's range lock after re-checking that no write came in
+ * since the scan started (R4). A cold volume (no guest can have it mounted) needs no history.
+ */
+export class Reclaimer {
+  readonly history = new WriteHistory();
+  readonly #scans: Scan[] = [];
+  #commits = 0;
+  #lastMark: number | undefined;
+  #running: Promise<ReclaimReport> | undefined;
+
+  constructor(private readonly pool: Pool, private readonly io: VolumeIo, private readonly cold: boolean) {}
+
+  run(dryRun: boolean): Promise<ReclaimReport> {
+    if (!this.#running) this.#running = this.#run(dryRun).finally(() => { this.#running = undefined; });
+    return this.#running;
+  }
+
+  async #run(dryRun: boolean): Promise<ReclaimReport> {
+    const v = this.io.record();
+    const seq = this.history.seq;
+    const reader: VolumeReader = {
+      sizeBytes: v.sizeBytes,
+      read: async (offset, len) => {
+        const buf = Buffer.alloc(len);
+        await this.io.read(buf, len, offset);
+        return buf;
+      },
+    };
+    const result = await plan(reader);
+    const report: ReclaimReport = {
+      volume: v.name, fs: result.fs, ok: result.ok, dryRun, blockSize: 0, examinedBlocks: 0,
+      guestFreeBytes: 0, candidateBytes: 0, releasedBytes: 0, keptRecentBytes: 0, notes: [],
+    };
+    if (!result.ok) {
+      report.reason = result.reason;
+      debug('%s: nothing released: %s', v.name, result.reason);
+      return report;
+    }
+    if (this.#lastMark === undefined || result.commit.seq > this.#lastMark) {
+      this.#commits += this.#lastMark === undefined ? 0 : result.commit.exact ? result.commit.seq - this.#lastMark : 1;
+      this.#lastMark = result.commit.seq;
+    }
+    const scan: Scan = { seq, commits: this.#commits };
+    this.#scans.push(scan);
+    while (this.#scans.length > 64) this.#scans.shift();
+    Object.assign(report, { blockSize: result.blockSize, examinedBlocks: result.examinedBlocks, notes: result.notes });
+
+    const releasable: ByteRange[] = [];
+    for (const r of result.free) {
+      report.guestFreeBytes += r.len;
+      const start = Math.ceil(r.offset / BLOCK) * BLOCK;
+      const end = Math.floor((r.offset + r.len) / BLOCK) * BLOCK;
+      if (end <= start) continue;
+      for (const e of this.pool.map.lookup(this.io.id, start, end - start)) {
+        report.candidateBytes += e.len;
+        if (this.#oldEnough(e.vstart, e.vstart + e.len, scan)) releasable.push({ offset: e.vstart, len: e.len });
+        else report.keptRecentBytes += e.len;
+      }
+    }
+    if (!dryRun) {
+      for (const r of releasable) report.releasedBytes += await this.#release(r, seq);
+      if (report.releasedBytes > 0) this.pool.addReclaimed(this.io.id, report.releasedBytes);
+    } else {
+      report.releasedBytes = 0;
+    }
+    debug('%s (%s): guest free %d, candidates %d, released %d, kept (recent writes) %d', v.name, result.fs,
+      report.guestFreeBytes, report.candidateBytes, report.releasedBytes, report.keptRecentBytes);
+    return report;
+  }
+
+  #oldEnough(start: number, end: number, now: Scan): boolean {
+    if (this.cold) return true;
+    const w = this.history.lastWrite(start, end);
+    if (w === 0) return true;
+    const after = this.#scans.find((s) => s.seq >= w);
+    return after !== undefined && now.commits >= after.commits + 2;
+  }
+
+  async #release(r: ByteRange, scanSeq: number): Promise<number> {
+    const unlock = await this.io.lock.acquire(r.offset, r.offset + r.len, true);
+    try {
+      if (!this.cold && this.history.lastWrite(r.offset, r.offset + r.len) > scanSeq) return 0;
+      return this.pool.unmap(this.io.id, r.offset, r.len);
+    } finally {
+      unlock();
+    }
+  }
+}
+
+/** Reclaim for a volume nobody serves for writing: the caller holds its claim, so no guest can have it mounted. */
+export async function coldReclaim(pool: Pool, io: VolumeIo, dryRun: boolean): Promise<ReclaimReport> {
+  return new Reclaimer(pool, io, true).run(dryRun);
+}

@@ -1,0 +1,37 @@
+const CHUNK = 1024 * 1024;
+const MAX_CHUNKS = 200_000;
+
+/**
+ * When each 1 MiB chunk of a volume was last written, as a write sequence number. Bounded:
+ * past MAX_CHUNKS the least recently written chunks are dropped and `floor` remembers the
+ * newest sequence dropped, so an unknown chunk is assumed written then (never earlier).
+ */
+export class WriteHistory {
+  #seq = 0;
+  #floor = 0;
+  readonly #chunks = new Map<number, number>();
+
+  get seq(): number {
+    return this.#seq;
+  }
+
+  record(start: number, end: number): void {
+    const s = ++this.#seq;
+    for (let c = Math.floor(start / CHUNK); c * CHUNK < end; c++) {
+      this.#chunks.delete(c);
+      this.#chunks.set(c, s);
+    }
+    while (this.#chunks.size > MAX_CHUNKS) {
+      const [oldest, seq] = this.#chunks.entries().next().value as [number, number];
+      this.#chunks.delete(oldest);
+      this.#floor = Math.max(this.#floor, seq);
+    }
+  }
+
+  /** Latest write sequence touching [start, end); 0 = not written since the daemon started. */
+  lastWrite(start: number, end: number): number {
+    let last = 0;
+    for (let c = Math.floor(start / CHUNK); c * CHUNK < end; c++) last = Math.max(last, this.#chunks.get(c) ?? this.#floor);
+    return last;
+  }
+}
