@@ -2,11 +2,12 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Holder } from './records';
 
-/** Process start time in clock ticks since boot (field 22 of /proc/PID/stat), or undefined if gone. */
+/** Process start time in clock ticks since boot (field 22 of /proc/PID/stat), or undefined if gone or a zombie. */
 export function processStartTime(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
     return Number(fields[19]);
   } catch {
     return undefined;

@@ -65,7 +65,12 @@ export class Sandbox {
   }
 
   async mount(mnt = this.mnt): Promise<number> {
-    mkdirSync(mnt, { recursive: true });
+    try {
+      mkdirSync(mnt, { recursive: true });
+    } catch (err) {
+      // A mount left by a killed daemon answers ENOTCONN; thinvol mount clears it.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
+    }
     const { pid } = await this.json<{ pid: number }>('mount', mnt);
     this.#daemons.push({ pid, mnt });
     return pid;

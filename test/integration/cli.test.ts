@@ -1,0 +1,65 @@
+import { expect } from 'chai';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { run, Sandbox, THINVOL } from './harness';
+
+describe('command line contract', function () {
+  const sb = new Sandbox();
+  before(() => sb.createPool('b1:1G'));
+  after(() => sb.cleanup());
+
+  it('volume create prints id and size; --json gives {id, name, sizeBytes}', async () => {
+    expect(await sb.cliOk('volume', 'create', 'one', '--size', '10G')).to.match(/id 1, size 10.0 GiB \(10737418240 bytes\)/);
+    expect(await sb.json('volume', 'create', 'two', '--size', '512M')).to.deep.equal({ id: 2, name: 'two', sizeBytes: 512 * 2 ** 20 });
+  });
+
+  it('unknown pool: one clear line and a non-zero exit', async () => {
+    const r = await run(process.execPath, [THINVOL, '--pool', '/nonexistent/pool', 'df']);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr.trim()).to.match(/^thinvol: no pool at \/nonexistent\/pool/);
+  });
+
+  const bad: [string, string[], RegExp][] = [
+    ['unknown volume', ['volume', 'info', 'nope'], /no volume "nope"/],
+    ['bad size', ['volume', 'create', 'x', '--size', '12Q'], /bad size/],
+    ['unaligned size', ['volume', 'create', 'x', '--size', '1000'], /multiple of 512/],
+    ['bad name', ['volume', 'create', '../etc', '--size', '1G'], /bad volume name/],
+    ['duplicate name', ['volume', 'create', 'one', '--size', '1G'], /already exists/],
+    ['missing mountpoint', ['mount', '/nonexistent/mnt'], /does not exist/],
+    ['missing backend', ['backend', 'add', '/nonexistent/backend'], /does not exist/],
+    ['unknown command', ['frobnicate'], /Unknown argument|Unknown command|Did you mean/],
+  ];
+  for (const [what, args, msg] of bad) {
+    it(`${what}: one line on stderr, non-zero exit, nothing changed`, async () => {
+      const before = await sb.cliOk('df', '--json');
+      const r = await sb.cli(...args);
+      expect(r.code).to.not.equal(0);
+      expect(r.stderr).to.match(msg);
+      expect(r.stderr.trim().split('\n').length).to.equal(1);
+      expect(await sb.cliOk('df', '--json')).to.equal(before);
+    });
+  }
+
+  it('a busy mountpoint is refused', async () => {
+    writeFileSync(join(sb.dir, 'notadir'), '');
+    const r = await sb.cli('mount', join(sb.dir, 'notadir'));
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(/not a directory/);
+    await sb.mount();
+    const again = await sb.cli('mount', sb.mnt);
+    expect(again.code).to.not.equal(0);
+    expect(again.stderr).to.match(/busy/);
+    await sb.umount();
+  });
+
+  it('df, map, backend list and check report in JSON', async () => {
+    await sb.cliOk('backend', 'add', `${join(sb.dir, 'b2')}:2G`);
+    const df = await sb.json<{ capacityBytes: number; provisionedBytes: number; backends: unknown[]; volumes: unknown[] }>('df');
+    expect(df.capacityBytes).to.equal(3 * 2 ** 30);
+    expect(df.provisionedBytes).to.equal(10 * 2 ** 30 + 512 * 2 ** 20);
+    expect(df.backends).to.have.length(2);
+    expect(await sb.json('map', 'one')).to.deep.equal([]);
+    expect((await sb.json<{ clean: boolean }>('check')).clean).to.equal(true);
+    expect(await sb.json<unknown[]>('backend', 'list')).to.have.length(2);
+  });
+});
