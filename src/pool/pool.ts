@@ -262,9 +262,10 @@ export class Pool {
 
   /**
    * Takes `want` bytes of backend space for `holder`, preferring to continue at `hint` so that
-   * streams stay contiguous, else on the backend with most free space. All or nothing.
+   * streams stay contiguous, else on the backend with most free space, in the lowest free run
+   * with at least `room` bytes (else the largest). All or nothing.
    */
-  reserve(holder: Holder, volumeId: number, want: number, hint?: { backend: number; at: number }): Run[] {
+  reserve(holder: Holder, volumeId: number, want: number, hint?: { backend: number; at: number }, room = want): Run[] {
     const hid = holderId(holder);
     return this.store.txn(() => {
       const got: Run[] = [];
@@ -279,7 +280,7 @@ export class Pool {
       }
       while (need > 0) {
         const b = this.mostFreeBackend();
-        const r = b === undefined ? undefined : this.space.take(b, need);
+        const r = b === undefined ? undefined : this.space.take(b, need, Math.max(need, room));
         if (!r) {
           for (const g of got) {
             this.space.give(g);

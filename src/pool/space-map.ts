@@ -27,12 +27,16 @@ export class SpaceMap {
     return { backend, start: offset, len };
   }
 
-  /** First fit: the lowest run of at least `want` bytes, else the largest run, cut to `want`. */
-  take(backend: number, want: number): Run | undefined {
+  /**
+   * First fit: the lowest run of at least `room` bytes (default `want`), else the largest run;
+   * `want` bytes are cut from its start. A stream asks for more room than it takes now so that
+   * it can keep growing in place.
+   */
+  take(backend: number, want: number, room = want): Run | undefined {
     let largest: Run | undefined;
     for (const { key, value } of this.db.getRange({ start: [backend, 0], end: [backend + 1, 0], snapshot: false })) {
       const run = { backend, start: key[1], len: value };
-      if (run.len >= want) { largest = run; break; }
+      if (run.len >= room) { largest = run; break; }
       if (!largest || run.len > largest.len) largest = run;
     }
     if (!largest) return undefined;

@@ -72,7 +72,7 @@ export class StreamAllocator {
     const spare: Run[] = [];
     let runs: Run[];
     try {
-      runs = this.pool.reserve(this.holder, this.volumeId, Math.max(need, this.#grow), this.#stream.lastEnd);
+      runs = this.pool.reserve(this.holder, this.volumeId, Math.max(need, this.#grow), this.#stream.lastEnd, MAX_RESERVATION);
     } catch (err) {
       try {
         runs = this.pool.reserve(this.holder, this.volumeId, need, this.#stream.lastEnd);

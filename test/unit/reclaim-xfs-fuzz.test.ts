@@ -121,12 +121,12 @@ describe('planXfs() on damaged XFS images (fuzz)', function () {
       }
     }
     targets.push(
-      { name: 'superblock', ranges: [{ offset: 0, len: sect }], cases: 100 },
-      { name: 'AGF', ranges: ags.map((ag) => ({ offset: agStart(ag) + sect, len: sect })), cases: 200 },
-      { name: 'AGFL', ranges: ags.map((ag) => ({ offset: agStart(ag) + 3 * sect, len: sect })), cases: 100 },
-      { name: 'bnobt/cntbt root blocks', ranges: btreeBlocks, cases: 250 },
-      { name: 'live log records', ranges: live, cases: 450 },
-      { name: 'AG metadata areas', ranges: ags.map((ag) => ({ offset: agStart(ag), len: CHUNK })), cases: 200 },
+      { name: 'superblock', ranges: [{ offset: 0, len: sect }], cases: 200 },
+      { name: 'AGF', ranges: ags.map((ag) => ({ offset: agStart(ag) + sect, len: sect })), cases: 400 },
+      { name: 'AGFL', ranges: ags.map((ag) => ({ offset: agStart(ag) + 3 * sect, len: sect })), cases: 200 },
+      { name: 'bnobt/cntbt root blocks', ranges: btreeBlocks, cases: 500 },
+      { name: 'live log records', ranges: live, cases: 900 },
+      { name: 'AG metadata areas', ranges: ags.map((ag) => ({ offset: agStart(ag), len: CHUNK })), cases: 400 },
     );
   });
 

@@ -1,3 +1,5 @@
+import { crc32cUpdate } from '../crc32c';
+
 /**
  * Checksum primitives used by ext4 and jbd2. All are "raw": the caller passes the running
  * value and gets it back without a final inversion, which is how the kernel chains them.
@@ -13,7 +15,6 @@ function reflectedTable(poly: number): Uint32Array {
   return t;
 }
 
-const T32C = reflectedTable(0x82f63b78);
 const T16 = reflectedTable(0xa001);
 const T32BE = (() => {
   const t = new Uint32Array(256);
@@ -25,12 +26,8 @@ const T32BE = (() => {
   return t;
 })();
 
-/** CRC-32C (Castagnoli) without pre/post inversion: the kernel's crc32c(seed, data). */
-export function crc32cRaw(crc: number, data: Uint8Array): number {
-  let c = crc >>> 0;
-  for (let i = 0; i < data.length; i++) c = (T32C[(c ^ (data[i] as number)) & 0xff] as number) ^ (c >>> 8);
-  return c >>> 0;
-}
+/** CRC-32C without pre/post inversion: the kernel's crc32c(seed, data). */
+export const crc32cRaw = crc32cUpdate;
 
 /** MSB-first CRC-32 (poly 0x04C11DB7), no reflection, no final xor: jbd2 checksum v1. */
 export function crc32BeRaw(crc: number, data: Uint8Array): number {

@@ -1,4 +1,4 @@
-import { xfsChecksumOk } from './crc32c';
+import { xfsChecksumOk } from '../crc32c';
 import { type Parsed, parsed, refused } from './parse-result';
 import { type XfsSuperblock, agLength } from './superblock';
 

@@ -1,5 +1,5 @@
 import { BTREE_HDR_BYTES } from './agf';
-import { xfsChecksumOk } from './crc32c';
+import { xfsChecksumOk } from '../crc32c';
 import { type Parsed, parsed, refused } from './parse-result';
 import type { XfsSuperblock } from './superblock';
 

@@ -1,4 +1,4 @@
-import { crc32cUpdate } from './crc32c';
+import { crc32cUpdate } from '../crc32c';
 import { type Parsed, parsed, refused } from './parse-result';
 
 export const XLOG_HEADER_MAGIC = 0xfeedbabe;

@@ -1,4 +1,4 @@
-import { xfsChecksumOk } from './crc32c';
+import { xfsChecksumOk } from '../crc32c';
 import { type Parsed, parsed, refused } from './parse-result';
 
 export const XFS_SB_MAGIC = 0x58465342;

@@ -1,4 +1,4 @@
-/** CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) as XFS uses it for metadata and log records. */
+/** CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), shared by the ext4/jbd2 and XFS readers. */
 
 /** Slicing-by-4 tables: T[k][b] is the CRC of byte b followed by k zero bytes. */
 const TABLES: Uint32Array[] = [new Uint32Array(256)];
