@@ -15,7 +15,8 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
-if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+# npm ci refuses this lock file (npm 11 omits optional per-platform packages of msgpackr-extract).
+npm install --no-audit --no-fund
 npm run build
 
 ln -sf "$PWD/bin/mount.fuse.thinvol" /usr/sbin/mount.fuse.thinvol
