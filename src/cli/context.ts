@@ -4,10 +4,6 @@ export const DEFAULT_POOL = '/var/lib/thinvol/default';
 
 export interface GlobalArgs { pool: string; json: boolean }
 
-export function poolDir(args: GlobalArgs): string {
-  return args.pool;
-}
-
 /** Opens the pool for one command and always closes it. */
 export async function withPool<T>(args: GlobalArgs, fn: (pool: Pool) => Promise<T> | T): Promise<T> {
   const pool = Pool.open(args.pool);

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statfsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
@@ -35,7 +36,6 @@ export function quickstartCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     const m = await findMount(mnt);
     if (!m || m.fstype !== 'fuse.thinvol') {
       mkdirSync(mnt, { recursive: true });
-      const { spawnSync } = await import('node:child_process');
       const r = spawnSync(process.execPath, [process.argv[1] ?? '', '--pool', dir, 'mount', mnt], { stdio: 'inherit' });
       if (r.status !== 0) throw new Error(`mount of ${dir} at ${mnt} failed`);
     } else {
