@@ -7,7 +7,9 @@ import { mapCommand } from './commands/map';
 import { mountCommand } from './commands/mount';
 import { poolCommand } from './commands/pool';
 import { quickstartCommand } from './commands/quickstart';
+import { layoutCommands } from './commands/layout';
 import { reclaimCommand } from './commands/reclaim';
+import { statusCommand } from './commands/status';
 import { volumeCommand } from './commands/volume';
 import { DEFAULT_POOL, type GlobalArgs } from './context';
 
@@ -22,6 +24,6 @@ export async function main(argv: string[]): Promise<void> {
     .recommendCommands()
     .epilog('Logs: DEBUG=thinvol:* traces FUSE operations, allocation decisions and commits.')
     .fail((msg, err) => { throw err ?? new UserError(msg); }) as unknown as yargs.Argv<GlobalArgs>;
-  for (const add of [poolCommand, backendCommand, volumeCommand, mountCommand, dfCommand, mapCommand, checkCommand, reclaimCommand, quickstartCommand]) y = add(y);
+  for (const add of [poolCommand, backendCommand, volumeCommand, mountCommand, dfCommand, mapCommand, checkCommand, reclaimCommand, layoutCommands, statusCommand, quickstartCommand]) y = add(y);
   await y.parseAsync();
 }

@@ -2,18 +2,19 @@ import Fuse from 'fuse-native';
 import { promises as fs } from 'node:fs';
 import { BackendSet } from '../backend/backend-set';
 import { FuseOps } from '../fuse/fuse-ops';
-import { selfHolder } from '../pool/holder';
+import { holderId, selfHolder } from '../pool/holder';
 import type { Pool } from '../pool/pool';
 import { controlSocketPath, startControlServer } from '../control/control-server';
 import { logger } from '../util/log';
 import { findMount, prepareMountpoint, unmountStrict } from './mountpoint';
-import { registerDaemon } from './registry';
+import { HoldService } from './hold-service';
 
 const debug = logger('daemon');
 
 const SYNC_INTERVAL_MS = 5000;
 const WATCH_INTERVAL_MS = 1000;
 const RECLAIM_INTERVAL_MS = 2000;
+const HEARTBEAT_INTERVAL_MS = 1000;
 
 export interface DaemonOptions { autoReclaim: boolean }
 
@@ -32,9 +33,11 @@ function mountFuse(fuse: Fuse): Promise<void> {
 export async function runMountDaemon(pool: Pool, mountpoint: string, options: DaemonOptions, onReady: () => void): Promise<void> {
   const mnt = await prepareMountpoint(mountpoint);
   const holder = selfHolder();
+  const daemonId = holderId(holder);
   pool.recoverStaleReservations();
   const backends = new BackendSet(pool);
-  const ops = new FuseOps(pool, backends, holder);
+  const ops = new FuseOps(pool, backends, holder, daemonId);
+  const holds = new HoldService(pool, daemonId, (v) => ops.ioOf(v), () => [...ops.openVolumes].map((ov) => ov.io));
   const fuse = new Fuse(mnt, ops.ops(), {
     fsname: `${pool.dir},big_writes,max_write=131072,max_background=64,congestion_threshold=48`,
     subtype: 'thinvol',
@@ -44,13 +47,20 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
     // an ETIMEDOUT reaching a guest filesystem would make it abort its journal.
     timeout: false,
   });
-  await mountFuse(fuse);
-  const regFile = await registerDaemon(pool.runDir, { ...holder, mountpoint: mnt, pool: pool.dir, startedAt: Date.now() });
   const sockPath = controlSocketPath(pool.runDir, process.pid);
-  const control = await startControlServer(sockPath, async (req) => {
+  pool.registry.register(holder, mnt, sockPath);
+  const control = await startControlServer(sockPath, async (req, conn) => {
     if (req.op === 'reclaim' && typeof req.volume === 'string') return ops.reclaim(req.volume, req.dryRun === true);
-    throw new Error(`unknown request ${JSON.stringify(req)}`);
+    return holds.handle(req, conn);
   });
+  try {
+    await mountFuse(fuse);
+  } catch (err) {
+    control.close();
+    pool.registry.unregister(daemonId);
+    await fs.rm(sockPath, { force: true });
+    throw err;
+  }
   debug('serving %s at %s (pid %d), auto reclaim %s', pool.dir, mnt, process.pid, options.autoReclaim ? 'on' : 'off');
 
   let stopping = false;
@@ -62,6 +72,10 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
       reclaiming = true;
       ops.autoReclaim().finally(() => { reclaiming = false; });
     }, RECLAIM_INTERVAL_MS);
+    const heartbeatTimer = setInterval(() => {
+      const fence = pool.registry.heartbeat(daemonId);
+      if (fence) console.error(`thinvol: this daemon was fenced by change ${fence.change} (${fence.reason}); re-registered`);
+    }, HEARTBEAT_INTERVAL_MS);
     const watchTimer = setInterval(() => {
       findMount(mnt).then((m) => { if (!m || m.fstype !== 'fuse.thinvol') finish(); }, () => undefined);
     }, WATCH_INTERVAL_MS);
@@ -71,6 +85,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
       clearInterval(syncTimer);
       clearInterval(watchTimer);
       clearInterval(reclaimTimer);
+      clearInterval(heartbeatTimer);
       resolve();
     };
     const onSignal = (sig: string): void => {
@@ -83,11 +98,12 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   onReady();
   await done;
   debug('unmounted; shutting down');
+  holds.releaseAll();
   for (const ov of ops.openVolumes) ov.io.close();
   await backends.flushAll();
   await backends.closeAll();
-  await pool.close();
   control.close();
-  await fs.rm(regFile, { force: true });
+  pool.registry.unregister(daemonId);
+  await pool.close();
   await fs.rm(sockPath, { force: true });
 }

@@ -8,6 +8,9 @@ import { VolumeIo } from '../volume/volume-io';
 
 const debug = logger('fuse');
 
+const SERVE_RETRY_MS = 10;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 const O_ACCMODE = 3;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
@@ -52,9 +55,11 @@ function run<T>(op: string, cb: (err: number, value?: T) => void, fn: () => Prom
 export class FuseOps {
   readonly #handles = new Map<number, Handle>();
   readonly #open = new Map<number, OpenVolume>();
+  /** Users of each served volume: handles plus internal uses, including those still waiting to start. */
+  readonly #serveRefs = new Map<number, number>();
   #nextFd = 1;
 
-  constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder) {}
+  constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, private readonly daemonId: string) {}
 
   get openVolumes(): Iterable<OpenVolume> {
     return this.#open.values();
@@ -81,8 +86,20 @@ export class FuseOps {
     return h;
   }
 
-  #openHandle(v: VolumeRecord, writable: boolean): number {
+  /**
+   * Opens a volume for this daemon (a handle, or a short internal use): takes the write claim,
+   * and registers the daemon as serving it, waiting while a layout change moves one of its ranges.
+   */
+  async #acquire(v: VolumeRecord, writable: boolean): Promise<OpenVolume> {
     if (writable) this.pool.claim(v.id, this.holder);
+    this.#serveRefs.set(v.id, (this.#serveRefs.get(v.id) ?? 0) + 1);
+    try {
+      while (!this.pool.registry.serve(this.daemonId, v.id)) await sleep(SERVE_RETRY_MS);
+    } catch (err) {
+      this.#unserve(v.id);
+      if (writable && !this.#open.get(v.id)?.writers) this.pool.unclaim(v.id, this.holder);
+      throw err;
+    }
     let ov = this.#open.get(v.id);
     if (!ov) {
       ov = { io: new VolumeIo(this.pool, this.backends, this.holder, v.id), handles: 0, writers: 0, scannedAt: -1 };
@@ -94,9 +111,54 @@ export class FuseOps {
     }
     ov.handles++;
     if (writable) ov.writers++;
+    return ov;
+  }
+
+  #unref(volume: number, writable: boolean): void {
+    const ov = this.#open.get(volume);
+    if (ov) {
+      ov.handles--;
+      if (writable) ov.writers--;
+      if (ov.writers === 0) {
+        ov.io.close();
+        delete ov.reclaimer;
+        ov.io.history = undefined;
+      }
+      if (ov.handles === 0) this.#open.delete(volume);
+    }
+    if (writable && (ov?.writers ?? 0) === 0) this.pool.unclaim(volume, this.holder);
+    this.#unserve(volume);
+  }
+
+  #unserve(volume: number): void {
+    const refs = (this.#serveRefs.get(volume) ?? 1) - 1;
+    if (refs > 0) this.#serveRefs.set(volume, refs);
+    else {
+      this.#serveRefs.delete(volume);
+      this.pool.registry.unserve(this.daemonId, volume);
+    }
+  }
+
+  /** Runs `fn` on a volume that may not be open. */
+  async #withVolume<T>(v: VolumeRecord, writable: boolean, fn: (io: VolumeIo, ov: OpenVolume) => Promise<T>): Promise<T> {
+    const ov = await this.#acquire(v, writable);
+    try {
+      return await fn(ov.io, ov);
+    } finally {
+      this.#unref(v.id, writable);
+    }
+  }
+
+  async #openHandle(v: VolumeRecord, writable: boolean): Promise<number> {
+    const ov = await this.#acquire(v, writable);
     const fd = this.#nextFd++;
     this.#handles.set(fd, { io: ov.io, writable });
     return fd;
+  }
+
+  /** The data path of a volume this daemon has open. */
+  ioOf(volume: number): VolumeIo | undefined {
+    return this.#open.get(volume)?.io;
   }
 
   ops(): Record<string, unknown> {
@@ -114,9 +176,9 @@ export class FuseOps {
         if (path !== '/') throw new FsError('ENOTDIR', `${path} is not a directory`);
         return this.pool.volumeList().map((v) => v.name);
       }),
-      open: (path: string, flags: number, cb: Cb<number>) => run('open', cb, () => {
+      open: (path: string, flags: number, cb: Cb<number>) => run('open', cb, async () => {
         const v = this.#volume(path);
-        const fd = this.#openHandle(v, (flags & O_ACCMODE) !== 0);
+        const fd = await this.#openHandle(v, (flags & O_ACCMODE) !== 0);
         debug('open %s flags %o -> fd %d', path, flags, fd);
         return fd;
       }),
@@ -135,17 +197,7 @@ export class FuseOps {
       release: (_path: string, fd: number, cb: Cb) => run('release', cb, () => {
         const h = this.#handle(fd);
         this.#handles.delete(fd);
-        const ov = this.#open.get(h.io.id);
-        if (!ov) return;
-        ov.handles--;
-        if (h.writable) ov.writers--;
-        if (ov.writers === 0) {
-          h.io.close();
-          delete ov.reclaimer;
-          h.io.history = undefined;
-          if (h.writable) this.pool.unclaim(h.io.id, this.holder);
-        }
-        if (ov.handles === 0) this.#open.delete(h.io.id);
+        this.#unref(h.io.id, h.writable);
       }),
       read: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => runCount('read', cb, () => this.#handle(fd).io.read(buf, len, pos)),
       write: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => runCount('write', cb, () => {
@@ -204,27 +256,11 @@ export class FuseOps {
     const v = this.pool.volume(name);
     const ov = this.#open.get(v.id);
     if (ov?.reclaimer) return ov.reclaimer.run(dryRun);
-    this.pool.claim(v.id, this.holder);
-    const io = new VolumeIo(this.pool, this.backends, this.holder, v.id);
-    try {
-      return await coldReclaim(this.pool, io, dryRun);
-    } finally {
-      io.close();
-      this.pool.unclaim(v.id, this.holder);
-    }
+    return this.#withVolume(v, true, (io) => coldReclaim(this.pool, io, dryRun));
   }
 
   async #truncate(v: VolumeRecord, size: number): Promise<void> {
-    const ov = this.#open.get(v.id);
-    if (ov) return ov.io.truncate(size);
-    this.pool.claim(v.id, this.holder);
-    const io = new VolumeIo(this.pool, this.backends, this.holder, v.id);
-    try {
-      await io.truncate(size);
-    } finally {
-      io.close();
-      this.pool.unclaim(v.id, this.holder);
-    }
+    await this.#withVolume(v, true, (io) => io.truncate(size));
   }
 
   #statfs(): object {

@@ -1,5 +1,5 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
-import type { BackendRecord, Holder, MapValue, Superblock, VolumeRecord } from './records';
+import type { BackendRecord, ChangeRecord, DaemonRecord, Holder, Lease, MapValue, Superblock, VolumeRecord } from './records';
 
 interface LmdbSync { sync(callback: (err: unknown) => void): void }
 
@@ -21,6 +21,9 @@ export class PoolStore {
   readonly free: Database<number, FreeKey>;
   readonly pending: Database<{ len: number; volumeId: number }, PendingKey>;
   readonly claims: Database<Holder, number>;
+  readonly daemons: Database<DaemonRecord, string>;
+  readonly changes: Database<ChangeRecord, number>;
+  readonly leases: Database<Lease, string>;
 
   constructor(readonly file: string) {
     // noSync: commits reach the OS page cache (they survive a daemon crash); durability is
@@ -34,10 +37,18 @@ export class PoolStore {
     this.free = this.env.openDB({ name: 'free', keyEncoding: 'ordered-binary' });
     this.pending = this.env.openDB({ name: 'pending', keyEncoding: 'ordered-binary' });
     this.claims = this.env.openDB({ name: 'claims', keyEncoding: 'ordered-binary' });
+    this.daemons = this.env.openDB({ name: 'daemons' });
+    this.changes = this.env.openDB({ name: 'changes', keyEncoding: 'ordered-binary' });
+    this.leases = this.env.openDB({ name: 'leases' });
   }
 
   txn<T>(fn: () => T): T {
     return this.env.transactionSync(fn);
+  }
+
+  /** Drops this process's read snapshot so that the next read sees every committed change. */
+  freshView(): void {
+    this.env.resetReadTxn();
   }
 
   sync(): Promise<void> {

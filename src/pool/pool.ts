@@ -5,6 +5,7 @@ import { logger } from '../util/log';
 import { prepareBackend, type BackendSpec } from './backend-spec';
 import { holderAlive, holderId, parseHolderId } from './holder';
 import { PoolStore } from './pool-store';
+import { Registry } from './registry';
 import { BLOCK, type BackendRecord, type Extent, type Holder, type Run, type Superblock, type VolumeRecord } from './records';
 import { SpaceMap } from './space-map';
 import { VolumeMap } from './volume-map';
@@ -38,10 +39,12 @@ export interface Placement { vstart: number; run: Run }
 export class Pool {
   readonly space: SpaceMap;
   readonly map: VolumeMap;
+  readonly registry: Registry;
 
   private constructor(readonly dir: string, readonly store: PoolStore) {
     this.space = new SpaceMap(store.free);
     this.map = new VolumeMap(store.map);
+    this.registry = new Registry(store);
   }
 
   static metaFile(dir: string): string {
@@ -99,6 +102,39 @@ export class Pool {
   backend(id: number): BackendRecord {
     const b = this.store.backends.get(id);
     if (!b) throw new Error(`backend ${id} missing from pool ${this.dir}`);
+    return b;
+  }
+
+  /** A backend named by its id or its path. */
+  findBackend(idOrPath: string): BackendRecord {
+    const b = this.backendList().find((r) => r.path === resolve(idOrPath) || (/^\d+$/.test(idOrPath) && r.id === Number(idOrPath)));
+    if (!b) throw new UserError(`no backend "${idOrPath}" in pool ${this.dir} (see thinvol backend list)`);
+    return b;
+  }
+
+  setDraining(id: number, draining: boolean): void {
+    this.store.txn(() => {
+      const b = this.backend(id);
+      if (draining && !this.backendList().some((o) => o.id !== id && o.draining !== true)) {
+        throw new UserError(`backend ${id} is the pool's only backend not draining: add another before draining it`);
+      }
+      this.store.backends.put(id, { ...b, draining });
+    });
+  }
+
+  /** Takes an empty backend out of the pool. */
+  async removeBackend(id: number): Promise<BackendRecord> {
+    const b = this.store.txn(() => {
+      const rec = this.backend(id);
+      if (rec.allocatedBytes > 0 || rec.reservedBytes > 0) {
+        throw new UserError(`backend ${id} (${rec.path}) still holds ${rec.allocatedBytes + rec.reservedBytes} bytes: move them off first with thinvol backend drain ${id}`);
+      }
+      if (this.backendList().length === 1) throw new UserError(`backend ${id} is the pool's last backend`);
+      for (const r of [...this.space.runs(id)]) this.store.free.remove([id, r.start]);
+      this.store.backends.remove(id);
+      return rec;
+    });
+    await this.store.sync();
     return b;
   }
 
@@ -270,7 +306,7 @@ export class Pool {
     return this.store.txn(() => {
       const got: Run[] = [];
       let need = want;
-      if (hint) {
+      if (hint && this.store.backends.get(hint.backend)?.draining !== true) {
         const r = this.space.takeAt(hint.backend, hint.at, need);
         if (r) {
           this.adjustBackend(r.backend, 0, r.len);
@@ -333,8 +369,9 @@ export class Pool {
     let total = 0;
     this.store.txn(() => {
       for (const { key, value } of [...this.store.pending.getRange({})]) {
+        // Reservations of a layout change belong to it, not to a process; it resolves them.
         const h = parseHolderId(key[0]);
-        if (h && holderAlive(h)) continue;
+        if (!h || holderAlive(h)) continue;
         this.store.pending.remove(key);
         this.space.give({ backend: key[1], start: key[2], len: value.len });
         this.adjustBackend(key[1], 0, -value.len);
@@ -345,7 +382,8 @@ export class Pool {
     return total;
   }
 
-  private takePending(hid: string, run: Run): void {
+  /** Removes `run` from reservation `hid`; inside a transaction. */
+  takePending(hid: string, run: Run): void {
     for (const { key, value } of this.store.pending.getRange({ start: [hid, run.backend, run.start], end: [hid, run.backend, -1], reverse: true, limit: 1 })) {
       const start = key[2];
       const end = start + value.len;
@@ -358,7 +396,8 @@ export class Pool {
     throw new Error(`reservation missing for backend ${run.backend} [${run.start},+${run.len}) of ${hid}`);
   }
 
-  private adjustBackend(id: number, allocated: number, reserved: number): void {
+  /** Moves counters of backend `id`; inside a transaction. */
+  adjustBackend(id: number, allocated: number, reserved: number): void {
     const b = this.backend(id);
     this.store.backends.put(id, { ...b, allocatedBytes: b.allocatedBytes + allocated, reservedBytes: b.reservedBytes + reserved });
   }
@@ -366,6 +405,7 @@ export class Pool {
   private mostFreeBackend(): number | undefined {
     let best: BackendRecord | undefined;
     for (const b of this.backendList()) {
+      if (b.draining === true) continue;
       const free = b.capacityBytes - b.allocatedBytes - b.reservedBytes;
       if (free > 0 && (!best || free > best.capacityBytes - best.allocatedBytes - best.reservedBytes)) best = b;
     }

@@ -18,6 +18,8 @@ export interface BackendRecord {
   allocatedBytes: number;
   /** Bytes taken from the free table by a daemon, being written, not yet mapped. */
   reservedBytes: number;
+  /** Set by `backend drain`: nothing new is allocated here. */
+  draining?: boolean;
 }
 
 export interface VolumeRecord {
@@ -32,6 +34,8 @@ export interface VolumeRecord {
   mtimeMs: number;
   /** Bytes given back by reclaim over the volume's life. */
   reclaimedBytes?: number;
+  /** Map generation: bumped by every layout change applied to the volume. */
+  generation?: number;
 }
 
 /** A map entry: volume bytes [vstart, vstart+len) live at backend `backend`, offset `boff`. */
@@ -49,3 +53,76 @@ export interface Run { backend: number; start: number; len: number }
 
 /** Who holds a reservation or a volume claim: a process, identified so that pid reuse is detected. */
 export interface Holder { pid: number; startTime: number; host: string }
+
+/** A range a daemon holds for a layout change: no I/O of that daemon touches it meanwhile. */
+export interface HoldRecord { change: number; seq: number; volume: number; start: number; end: number }
+
+export interface Fence { change: number; at: number; reason: string }
+
+/** A mount daemon's registration: who it is, what it serves, when it last showed life. */
+export interface DaemonRecord extends Holder {
+  id: string;
+  mountpoint: string;
+  socket: string;
+  startedAt: number;
+  heartbeatAt: number;
+  /** Bumped at each (re-)registration. */
+  epoch: number;
+  volumes: number[];
+  holds: HoldRecord[];
+  fenced?: Fence;
+}
+
+/** The one controller allowed to change the pool's layout at a time. */
+export interface Lease { holder: string; pid: number; change: number; renewedAt: number }
+
+export type ChangeRequest =
+  | { kind: 'drain'; backend: number }
+  | { kind: 'migrate'; volume: number; to: number; offset: number; length: number }
+  | { kind: 'rebalance' };
+
+/** One piece of a batch: volume bytes [vstart, vstart+len) move from one backend run to another. */
+export interface Move { vstart: number; len: number; from: { backend: number; boff: number }; to?: { backend: number; boff: number } }
+
+export interface BatchRecord {
+  seq: number;
+  volume: number;
+  start: number;
+  end: number;
+  moves: Move[];
+  /** Daemons serving the volume when the batch began: each must hold, then apply. */
+  daemons: string[];
+  state: 'holding' | 'copying' | 'applied';
+  startedAt: number;
+}
+
+export interface DaemonReport { daemon: string; pid: number; phase: 'hold' | 'apply' | 'release'; ms: number; at: number; ok: boolean; note?: string }
+
+export type ChangeState = 'running' | 'done' | 'partial' | 'failed' | 'interrupted';
+
+/** A layout change (migrate, drain, rebalance): its request, progress and outcome, kept after it ends. */
+export interface ChangeRecord {
+  id: number;
+  request: ChangeRequest;
+  title: string;
+  state: ChangeState;
+  phase: 'plan' | 'hold' | 'copy' | 'apply' | 'release' | 'finished';
+  controllerPid: number;
+  startedAt: number;
+  updatedAt: number;
+  finishedAt?: number;
+  /** Bytes still to move when the change (or its last resume) started planning, plus what was copied before. */
+  bytesTotal: number;
+  bytesCopied: number;
+  copyMs: number;
+  batchesDone: number;
+  batchesAborted: number;
+  maxHoldMs: number;
+  nextSeq: number;
+  resumes: number;
+  fenced: { daemon: string; pid: number; reason: string; at: number }[];
+  skippedVolumes: number[];
+  reports: DaemonReport[];
+  batch?: BatchRecord;
+  outcome?: string;
+}

@@ -69,6 +69,13 @@ export class VolumeMap {
     }
   }
 
+  /** Every extent from [volume, offset] on, through the following volumes, the first clipped at offset. */
+  *from(volume: number, offset: number): Iterable<Extent & { volume: number }> {
+    const prev = this.startingAtOrBefore(volume, offset);
+    if (prev && prev.vstart + prev.len > offset) yield { volume, ...clip(prev, offset, prev.vstart + prev.len) };
+    for (const { key, value } of this.db.getRange({ start: [volume, offset + 1], snapshot: false })) yield { volume: key[0], vstart: key[1], ...value };
+  }
+
   *all(): Iterable<Extent & { volume: number }> {
     for (const { key, value } of this.db.getRange({ snapshot: false })) yield { volume: key[0], vstart: key[1], ...value };
   }

@@ -60,6 +60,7 @@ export class StreamAllocator {
     const out: Placement[] = [];
     let v = vstart;
     let need = len;
+    if (this.#res && this.pool.backend(this.#res.backend).draining === true) this.#returnReservation();
     if (this.#res) {
       const r = this.#res;
       const take = Math.min(need, r.len);

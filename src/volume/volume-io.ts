@@ -121,6 +121,11 @@ export class VolumeIo {
     await this.pool.store.sync();
   }
 
+  /** Gives back the stream reservation (a backend it lies on is being drained). */
+  dropReservation(): void {
+    this.#alloc.returnReservation();
+  }
+
   /** Called when the last handle closes. */
   close(): void {
     this.#alloc.returnReservation();

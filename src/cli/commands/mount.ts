@@ -4,11 +4,10 @@ import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { runMountDaemon } from '../../daemon/mount-daemon';
 import { findMount, prepareMountpoint, unmountStrict } from '../../daemon/mountpoint';
-import { listDaemons } from '../../daemon/registry';
 import { holderAlive } from '../../pool/holder';
 import { Pool } from '../../pool/pool';
 import { UserError } from '../../util/errors';
-import type { GlobalArgs } from '../context';
+import { withPool, type GlobalArgs } from '../context';
 import { emit } from '../output';
 
 /** Starts the daemon in the background and returns once it serves the mountpoint (or failed). */
@@ -64,7 +63,8 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const mnt = resolve(a.mountpoint);
       const m = await findMount(mnt);
       if (!m || m.fstype !== 'fuse.thinvol') throw new UserError(`${mnt} is not a thinvol mount`);
-      const daemons = (await listDaemons(join(resolve(a.pool), 'run'))).filter((d) => d.mountpoint === mnt);
+      // The mount's source is the pool that serves it, whatever --pool says.
+      const daemons = await withPool({ ...a, pool: m.source }, (pool) => pool.registry.list().filter((d) => d.mountpoint === mnt));
       await unmountStrict(mnt);
       for (const d of daemons) {
         for (let i = 0; i < 300 && holderAlive(d); i++) await new Promise((r) => setTimeout(r, 100));

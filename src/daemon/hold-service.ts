@@ -1,0 +1,90 @@
+import type { ControlConnection } from '../control/control-server';
+import type { Pool } from '../pool/pool';
+import type { HoldRecord } from '../pool/records';
+import { logger } from '../util/log';
+import type { VolumeIo } from '../volume/volume-io';
+
+const debug = logger('hold');
+
+/**
+ * A hold the controller neither finishes nor abandons in this time is broken by the daemon, so
+ * a stopped controller cannot stall the guest forever. Breaking is safe: the hold record goes
+ * first, and a controller applies a batch only while every hold record of it is still there.
+ */
+const HOLD_LIMIT_MS = 10_000;
+
+interface ActiveHold { record: HoldRecord; unlock: () => void; timer: NodeJS.Timeout; since: number }
+
+const num = (v: unknown, what: string): number => {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`bad request: ${what} must be a non-negative integer`);
+  return v;
+};
+
+/** The daemon's side of a layout change: hold a range, switch to the new map, release. */
+export class HoldService {
+  readonly #holds = new Map<string, ActiveHold>();
+
+  constructor(private readonly pool: Pool, private readonly id: string, private readonly ioOf: (volume: number) => VolumeIo | undefined, private readonly allIo: () => Iterable<VolumeIo>) {}
+
+  async handle(req: Record<string, unknown>, conn: ControlConnection): Promise<unknown> {
+    switch (req.op) {
+      case 'hold': return this.#hold({ change: num(req.change, 'change'), seq: num(req.seq, 'seq'), volume: num(req.volume, 'volume'), start: num(req.start, 'start'), end: num(req.end, 'end') }, conn);
+      case 'apply': return this.#apply(num(req.change, 'change'), num(req.seq, 'seq'), num(req.volume, 'volume'), num(req.generation, 'generation'));
+      case 'release': return { ms: this.#release(`${num(req.change, 'change')}:${num(req.seq, 'seq')}`, 'released') };
+      case 'drop-reservations':
+        for (const io of this.allIo()) io.dropReservation();
+        return { ok: true };
+      default: throw new Error(`unknown request ${JSON.stringify(req.op)}`);
+    }
+  }
+
+  /** Waits for in-flight I/O on the range, queues new I/O there, records the hold, reports. */
+  async #hold(record: HoldRecord, conn: ControlConnection): Promise<{ ms: number }> {
+    const since = Date.now();
+    const key = `${record.change}:${record.seq}`;
+    if (this.#holds.has(key)) throw new Error(`batch ${key} is already held`);
+    const io = this.ioOf(record.volume);
+    const unlock = io ? await io.lock.acquire(record.start, record.end, true) : () => undefined;
+    const refused = this.pool.registry.addHold(this.id, record);
+    if (refused !== undefined) {
+      unlock();
+      throw new Error(`hold refused: ${refused}`);
+    }
+    const timer = setTimeout(() => this.#release(key, `broken after ${HOLD_LIMIT_MS / 1000} s without word from the controller`), HOLD_LIMIT_MS);
+    this.#holds.set(key, { record, unlock, timer, since });
+    conn.onClose(() => this.#release(key, 'broken: the controller went away'));
+    debug('hold %s volume %d [%d,%d) after %d ms', key, record.volume, record.start, record.end, Date.now() - since);
+    return { ms: Date.now() - since };
+  }
+
+  /** Switches this daemon to the committed map generation (the new table face) and checks it. */
+  #apply(change: number, seq: number, volume: number, generation: number): { ms: number } {
+    const since = Date.now();
+    if (!this.#holds.has(`${change}:${seq}`)) throw new Error(`apply for batch ${change}:${seq}, which this daemon does not hold`);
+    this.pool.store.freshView();
+    const seen = this.pool.volumeById(volume)?.generation ?? 0;
+    if (seen !== generation) throw new Error(`volume ${volume} is at map generation ${seen}, the controller says ${generation}`);
+    this.ioOf(volume)?.dropReservation();
+    return { ms: Date.now() - since };
+  }
+
+  /** Ends a hold: the record goes first, then the view is refreshed, then queued I/O runs. */
+  #release(key: string, why: string): number {
+    const h = this.#holds.get(key);
+    if (!h) return 0;
+    this.#holds.delete(key);
+    clearTimeout(h.timer);
+    this.pool.registry.removeHold(this.id, h.record.change, h.record.seq);
+    this.pool.store.freshView();
+    h.unlock();
+    const ms = Date.now() - h.since;
+    if (why !== 'released') console.error(`thinvol: hold of change ${h.record.change} batch ${h.record.seq} ${why}`);
+    debug('%s %s after %d ms', why, key, ms);
+    return ms;
+  }
+
+  /** At shutdown. */
+  releaseAll(): void {
+    for (const key of [...this.#holds.keys()]) this.#release(key, 'released');
+  }
+}

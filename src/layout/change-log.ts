@@ -1,0 +1,110 @@
+import { holderId, selfHolder } from '../pool/holder';
+import type { Pool } from '../pool/pool';
+import type { ChangeRecord, ChangeRequest } from '../pool/records';
+import { leaseLive } from '../pool/registry';
+import { UserError } from '../util/errors';
+
+export function describeRequest(pool: Pool, r: ChangeRequest): string {
+  switch (r.kind) {
+    case 'drain': return `drain backend ${r.backend}`;
+    case 'rebalance': return 'rebalance';
+    case 'migrate': {
+      const name = pool.volumeById(r.volume)?.name ?? String(r.volume);
+      const range = r.offset === 0 && r.length === Number.MAX_SAFE_INTEGER ? '' : ` [${r.offset},+${r.length})`;
+      return `migrate volume ${name}${range} to backend ${r.to}`;
+    }
+  }
+}
+
+const sameRequest = (a: ChangeRequest, b: ChangeRequest): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * Change records and the controller lease: one controller per pool at a time. A controller
+ * that died (or stopped renewing) loses the lease; the next one takes it, resumes the change
+ * when it asks for the same thing, and otherwise closes it as interrupted.
+ */
+export class ChangeLog {
+  readonly me = holderId(selfHolder());
+
+  constructor(private readonly pool: Pool) {}
+
+  get(id: number): ChangeRecord {
+    const c = this.pool.store.changes.get(id);
+    if (!c) throw new Error(`change ${id} missing from pool ${this.pool.dir}`);
+    return c;
+  }
+
+  /** Newest first. */
+  recent(limit: number): ChangeRecord[] {
+    return [...this.pool.store.changes.getRange({ reverse: true, limit }).map(({ value }) => value)];
+  }
+
+  /** Takes the lease and returns the change to run: a resumed one, or a new one. */
+  begin(request: ChangeRequest): { change: ChangeRecord; resumed: boolean; interrupted?: ChangeRecord } {
+    const store = this.pool.store;
+    return store.txn(() => {
+      const lease = store.leases.get('controller');
+      if (leaseLive(lease) && lease.holder !== this.me) {
+        const other = store.changes.get(lease.change);
+        throw new UserError(`another layout change is running: change ${lease.change} (${other?.title ?? '?'}) by pid ${lease.pid}; wait for it (thinvol status --watch)`);
+      }
+      const unfinished = this.recent(20).find((c) => c.state === 'running');
+      const now = Date.now();
+      let interrupted: ChangeRecord | undefined;
+      if (unfinished && sameRequest(unfinished.request, request)) {
+        const change: ChangeRecord = { ...unfinished, controllerPid: process.pid, resumes: unfinished.resumes + 1, updatedAt: now };
+        store.changes.put(change.id, change);
+        store.leases.put('controller', { holder: this.me, pid: process.pid, change: change.id, renewedAt: now });
+        return { change, resumed: true };
+      }
+      if (unfinished) {
+        interrupted = { ...unfinished, state: 'interrupted', phase: 'finished', finishedAt: now, updatedAt: now, outcome: `interrupted: its controller (pid ${unfinished.controllerPid}) stopped, and change was asked for something else` };
+        store.changes.put(interrupted.id, interrupted);
+      }
+      const last = [...store.changes.getKeys({ reverse: true, limit: 1 })][0];
+      const change: ChangeRecord = {
+        id: (last ?? 0) + 1, request, title: describeRequest(this.pool, request), state: 'running', phase: 'plan',
+        controllerPid: process.pid, startedAt: now, updatedAt: now, bytesTotal: 0, bytesCopied: 0, copyMs: 0,
+        batchesDone: 0, batchesAborted: 0, maxHoldMs: 0, nextSeq: 1, resumes: 0, fenced: [], skippedVolumes: [], reports: [],
+      };
+      store.changes.put(change.id, change);
+      store.leases.put('controller', { holder: this.me, pid: process.pid, change: change.id, renewedAt: now });
+      return { change, resumed: false, ...(interrupted ? { interrupted } : {}) };
+    });
+  }
+
+  /** Inside a transaction: throws unless this process still holds the lease for `change`. */
+  assertLease(change: number): void {
+    const lease = this.pool.store.leases.get('controller');
+    if (!lease || lease.holder !== this.me || lease.change !== change) {
+      throw new UserError(`lost the controller lease for change ${change} (another controller took over after this one stopped renewing it)`);
+    }
+  }
+
+  /** Renews the lease and rewrites the change with `edit`, in one transaction. */
+  update(id: number, edit: (c: ChangeRecord) => ChangeRecord): ChangeRecord {
+    return this.pool.store.txn(() => this.updateInTxn(id, edit));
+  }
+
+  updateInTxn(id: number, edit: (c: ChangeRecord) => ChangeRecord): ChangeRecord {
+    this.assertLease(id);
+    const now = Date.now();
+    const next = { ...edit(this.get(id)), updatedAt: now };
+    this.pool.store.changes.put(id, next);
+    this.pool.store.leases.put('controller', { holder: this.me, pid: process.pid, change: id, renewedAt: now });
+    return next;
+  }
+
+  end(): void {
+    this.pool.store.txn(() => {
+      const lease = this.pool.store.leases.get('controller');
+      if (lease?.holder === this.me) this.pool.store.leases.remove('controller');
+    });
+  }
+}
+
+/** The change without a batch in progress. */
+export function withoutBatch(c: ChangeRecord): ChangeRecord {
+  const { batch: _batch, ...rest } = c;
+  return rest;
+}

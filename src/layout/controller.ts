@@ -1,0 +1,383 @@
+import { BackendSet } from '../backend/backend-set';
+import { ControlSession } from '../control/control-client';
+import { holderAlive } from '../pool/holder';
+import type { Pool } from '../pool/pool';
+import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonReport, Move, Run } from '../pool/records';
+import { Relocation, StaleBatch } from '../pool/relocation';
+import { UserError } from '../util/errors';
+import { logger } from '../util/log';
+import { ChangeLog, withoutBatch } from './change-log';
+import { planBatch, rebalanceStep, type BatchLimits, type PlacedExtent, type PlannedBatch } from './plan-batch';
+
+const debug = logger('layout');
+
+export interface ControllerOptions {
+  /** How long a daemon has to report each step (and how stale a heartbeat may be) before it is fenced. */
+  timeoutMs: number;
+  limits: BatchLimits;
+  /** Set to stop after the current batch (the change stays resumable). */
+  stop?: () => boolean;
+}
+
+interface Participant { daemon: DaemonRecord; session: ControlSession; heldAt: number }
+
+const MAX_REPORTS = 32;
+const MAX_PASSES = 4;
+
+/**
+ * Runs one layout change (migrate, drain, rebalance) batch by batch through the daemons that
+ * serve the affected volumes: HOLD the range, COPY to new extents, APPLY the new map generation
+ * (every daemon switches to it and reports), RELEASE held I/O, and only then free the old
+ * extents. A daemon that does not report in time is fenced and its volumes are left alone.
+ */
+export class LayoutController {
+  readonly #log: ChangeLog;
+  readonly #backends: BackendSet;
+  #change!: ChangeRecord;
+  #cursor: [number, number] = [0, 0];
+  #wrapped = false;
+
+  constructor(private readonly pool: Pool, private readonly opts: ControllerOptions) {
+    this.#log = new ChangeLog(pool);
+    this.#backends = new BackendSet(pool);
+  }
+
+  async run(request: ChangeRequest): Promise<ChangeRecord> {
+    this.#check(request);
+    const { change, resumed } = this.#log.begin(request);
+    this.#change = change;
+    try {
+      if (request.kind === 'drain') this.pool.setDraining(request.backend, true);
+      this.#recover(resumed);
+      this.#update((c) => ({ ...c, bytesTotal: c.bytesCopied + this.#remaining() }));
+      for (let passes = 1; ;) {
+        if (this.opts.stop?.()) return this.#finish('interrupted', 'stopped on request; run the same command again to resume');
+        const planned = this.#next();
+        if (planned) {
+          await this.#runBatch(planned);
+          continue;
+        }
+        // Writes that raced with the drain may have landed behind the cursor: look again.
+        if (request.kind !== 'drain' || passes++ >= MAX_PASSES || this.#remaining() === 0) break;
+        this.#wrapped = false;
+      }
+      if (request.kind === 'drain') await this.#dropReservations();
+      const skipped = this.#change.skippedVolumes;
+      if (skipped.length > 0) {
+        const names = skipped.map((v) => this.pool.volumeById(v)?.name ?? String(v)).join(', ');
+        return this.#finish('partial', `volumes ${names} kept their allocation: a daemon serving them was fenced; run it again once the daemon has re-registered`);
+      }
+      return this.#finish('done', this.#doneNote(request));
+    } catch (err) {
+      if (err instanceof UserError && /lost the controller lease/.test(err.message)) throw err;
+      this.#finish('failed', `failed: ${err instanceof Error ? err.message : String(err)}`);
+      throw err;
+    } finally {
+      this.#log.end();
+      await this.#backends.closeAll();
+    }
+  }
+
+  #check(r: ChangeRequest): void {
+    const backends = this.pool.backendList();
+    if (r.kind === 'drain') {
+      const b = this.pool.backend(r.backend);
+      const room = backends.filter((o) => o.id !== b.id && o.draining !== true).reduce((n, o) => n + o.capacityBytes - o.allocatedBytes - o.reservedBytes, 0);
+      if (room < b.allocatedBytes) throw new UserError(`cannot drain backend ${b.id}: it holds ${b.allocatedBytes} bytes, the other backends have ${room} bytes free`);
+    }
+    if (r.kind === 'migrate') {
+      const to = this.pool.backend(r.to);
+      if (to.draining === true) throw new UserError(`backend ${to.id} is being drained; migrate to another one`);
+    }
+  }
+
+  /** A batch left by a controller that died: the map is consistent either way; what the change still owns goes back. */
+  #recover(resumed: boolean): void {
+    const reloc = new Relocation(this.pool, `change:${this.#change.id}`);
+    this.#update((c) => {
+      const freed = reloc.freeAll();
+      if (freed > 0 || c.batch) debug('change %d: recovered batch %d, %d bytes given back', c.id, c.batch?.seq ?? 0, freed);
+      return { ...withoutBatch(c), batchesAborted: c.batchesAborted + (c.batch && c.batch.state !== 'applied' ? 1 : 0), batchesDone: c.batchesDone + (c.batch?.state === 'applied' ? 1 : 0) };
+    });
+    if (resumed) debug('change %d resumed after %d batches, %d bytes copied', this.#change.id, this.#change.batchesDone, this.#change.bytesCopied);
+  }
+
+  #update(edit: (c: ChangeRecord) => ChangeRecord): void {
+    this.#change = this.#log.update(this.#change.id, edit);
+  }
+
+  #finish(state: ChangeRecord['state'], outcome: string): ChangeRecord {
+    this.#update((c) => ({ ...withoutBatch(c), state, phase: 'finished', finishedAt: Date.now(), outcome }));
+    return this.#change;
+  }
+
+  #doneNote(r: ChangeRequest): string {
+    if (r.kind !== 'drain') return 'done';
+    const b = this.pool.backend(r.backend);
+    return b.allocatedBytes === 0 && b.reservedBytes === 0
+      ? `backend ${b.id} is empty; take it out with: thinvol backend remove ${b.id}`
+      : `backend ${b.id} still holds ${b.allocatedBytes + b.reservedBytes} bytes written during the drain; run it again`;
+  }
+
+  // Planning
+
+  #needsMove(): ((e: PlacedExtent) => boolean) | undefined {
+    const r = this.#change.request;
+    const skip = new Set(this.#change.skippedVolumes);
+    switch (r.kind) {
+      case 'drain': return (e) => e.backend === r.backend && !skip.has(e.volume);
+      case 'migrate': return (e) => e.volume === r.volume && e.backend !== r.to && e.vstart < r.offset + r.length && !skip.has(e.volume);
+      case 'rebalance': {
+        const step = rebalanceStep(this.pool.backendList(), this.opts.limits.bytes);
+        return step && ((e) => e.backend === step.from && !skip.has(e.volume));
+      }
+    }
+  }
+
+  #target(r: ChangeRequest, from: number): number {
+    if (r.kind === 'migrate') return r.to;
+    if (r.kind === 'rebalance') {
+      const step = rebalanceStep(this.pool.backendList(), this.opts.limits.bytes);
+      if (step) return step.to;
+    }
+    let best: number | undefined;
+    let bestFree = 0;
+    for (const b of this.pool.backendList()) {
+      const free = b.capacityBytes - b.allocatedBytes - b.reservedBytes;
+      if (b.id !== from && b.draining !== true && free > bestFree) { best = b.id; bestFree = free; }
+    }
+    if (best === undefined) throw new UserError('no backend has room for the data being moved');
+    return best;
+  }
+
+  #remaining(): number {
+    const needs = this.#needsMove();
+    if (!needs) return 0;
+    const r = this.#change.request;
+    if (r.kind === 'drain') return this.pool.backend(r.backend).allocatedBytes;
+    if (r.kind === 'rebalance') return rebalanceStep(this.pool.backendList(), this.opts.limits.bytes)?.bytes ?? 0;
+    let n = 0;
+    for (const e of this.pool.map.extents(r.volume)) if (needs({ ...e, volume: r.volume })) n += Math.min(e.vstart + e.len, r.offset + r.length) - Math.max(e.vstart, r.offset);
+    return n;
+  }
+
+  /** The next batch, scanning the map from where the last one ended and wrapping around once. */
+  #next(): { planned: PlannedBatch; to: number } | undefined {
+    const r = this.#change.request;
+    const needs = this.#needsMove();
+    if (!needs) return undefined;
+    let limits = this.opts.limits;
+    if (r.kind === 'rebalance') {
+      const step = rebalanceStep(this.pool.backendList(), this.opts.limits.bytes);
+      if (!step) return undefined;
+      limits = { ...limits, bytes: Math.min(limits.bytes, step.bytes) };
+    }
+    const start: [number, number] = r.kind === 'migrate' ? [r.volume, Math.max(this.#cursor[1], r.offset)] : this.#cursor;
+    let planned = planBatch(this.pool.map.from(start[0], start[1]), needs, limits);
+    if (!planned && !this.#wrapped) {
+      this.#wrapped = true;
+      planned = planBatch(this.pool.map.from(r.kind === 'migrate' ? r.volume : 0, r.kind === 'migrate' ? r.offset : 0), needs, limits);
+    }
+    if (!planned) return undefined;
+    if (planned.volume !== start[0] || planned.start < start[1]) this.#wrapped = true;
+    const last = planned.moves[planned.moves.length - 1]!;
+    if (r.kind === 'migrate' && last.vstart + last.len > r.offset + r.length) {
+      last.len = Math.max(0, r.offset + r.length - last.vstart);
+      planned.bytes = planned.moves.reduce((n, m) => n + m.len, 0);
+      planned.end = last.vstart + last.len;
+    }
+    this.#cursor = [planned.volume, planned.end];
+    return { planned, to: this.#target(r, last.from.backend) };
+  }
+
+  // One batch
+
+  async #runBatch({ planned, to }: { planned: PlannedBatch; to: number }): Promise<void> {
+    const id = this.#change.id;
+    const reloc = new Relocation(this.pool, `change:${id}`);
+    const serving = this.#arm(planned);
+    if (!serving) return;
+    const batch = this.#change.batch!;
+    const parts: Participant[] = serving.map((d) => ({ daemon: d, session: new ControlSession(d.socket), heldAt: Date.now() }));
+    try {
+      // HOLD
+      const held = await this.#ask(parts, 'hold', () => ({ op: 'hold', change: id, seq: batch.seq, volume: batch.volume, start: batch.start, end: batch.end }));
+      if (held.length > 0) return this.#abort(reloc, parts, held, 'did not hold', batch.volume);
+      // COPY
+      const moves = this.#allocate(reloc, planned, to);
+      const t0 = Date.now();
+      await this.#copy(moves);
+      const copyMs = Date.now() - t0;
+      // APPLY
+      let generation: number;
+      try {
+        generation = this.pool.store.txn(() => {
+          this.#log.assertLease(id);
+          this.#assertStillHeld(batch, serving);
+          const g = reloc.apply(batch.volume, moves);
+          this.#log.updateInTxn(id, (c) => ({ ...c, phase: 'apply', batch: { ...batch, moves, state: 'applied' } }));
+          return g;
+        });
+      } catch (err) {
+        if (!(err instanceof StaleBatch)) throw err;
+        return this.#abort(reloc, parts, [], err.message, batch.volume);
+      }
+      this.#change = this.#log.get(id);
+      await this.pool.store.sync();
+      const notApplied = await this.#ask(parts, 'apply', () => ({ op: 'apply', change: id, seq: batch.seq, volume: batch.volume, generation }));
+      if (notApplied.length > 0 && this.#rollback(reloc, batch, moves, serving)) {
+        const ok = parts.filter((p) => !notApplied.includes(p));
+        await this.#ask(ok, 'apply', () => ({ op: 'apply', change: id, seq: batch.seq, volume: batch.volume, generation: generation + 1 }));
+        return this.#abort(reloc, parts, notApplied, 'did not apply', batch.volume);
+      }
+      // RELEASE: every daemon switched (or, fenced, still holds and will see the new map): old extents go back.
+      this.pool.store.txn(() => {
+        reloc.freeAll();
+        this.#log.updateInTxn(id, (c) => ({ ...withoutBatch(c), phase: 'release', batchesDone: c.batchesDone + 1, bytesCopied: c.bytesCopied + planned.bytes, copyMs: c.copyMs + copyMs }));
+      });
+      this.#change = this.#log.get(id);
+      if (notApplied.length > 0) this.#fence(notApplied, 'did not apply', batch.volume);
+      await this.#ask(parts.filter((p) => !notApplied.includes(p)), 'release', () => ({ op: 'release', change: id, seq: batch.seq }));
+      const longest = Math.max(0, ...parts.map((p) => Date.now() - p.heldAt));
+      this.#update((c) => ({ ...c, maxHoldMs: Math.max(c.maxHoldMs, longest) }));
+      debug('change %d batch %d: volume %d [%d,%d) %d bytes moved, copy %d ms, held %d ms', id, batch.seq, batch.volume, batch.start, batch.end, planned.bytes, copyMs, longest);
+    } finally {
+      for (const p of parts) p.session.close();
+    }
+  }
+
+  /** Records the batch and the daemons that must hold it, in the same transaction in which a daemon would start serving the volume. */
+  #arm(planned: PlannedBatch): DaemonRecord[] | undefined {
+    const now = Date.now();
+    this.pool.registry.list();
+    return this.pool.store.txn(() => {
+      const serving = [...this.pool.store.daemons.getRange({}).map(({ value }) => value)].filter((d) => holderAlive(d) && d.volumes.includes(planned.volume));
+      const late = serving.filter((d) => !d.fenced && now - d.heartbeatAt > this.opts.timeoutMs);
+      for (const d of late) this.pool.registry.fence(d.id, { change: this.#change.id, at: now, reason: `no heartbeat for ${Math.round((now - d.heartbeatAt) / 1000)} s` });
+      const fenced = serving.filter((d) => d.fenced || late.includes(d));
+      if (fenced.length > 0) {
+        this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({
+          ...c,
+          skippedVolumes: [...c.skippedVolumes, planned.volume],
+          fenced: [...c.fenced, ...late.map((d) => ({ daemon: d.id, pid: d.pid, reason: 'no heartbeat', at: now }))],
+        }));
+        return undefined;
+      }
+      const batch: BatchRecord = { seq: this.#change.nextSeq, volume: planned.volume, start: planned.start, end: planned.end, moves: planned.moves, daemons: serving.map((d) => d.id), state: 'holding', startedAt: now };
+      this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({ ...c, phase: 'hold', nextSeq: c.nextSeq + 1, batch }));
+      return serving;
+    });
+  }
+
+  /** Sends a request to every participant; returns those that failed (no answer in time, or an error). */
+  async #ask(parts: Participant[], phase: DaemonReport['phase'], request: (p: Participant) => object): Promise<Participant[]> {
+    const sent = Date.now();
+    const results = await Promise.allSettled(parts.map((p) => p.session.request(request(p), this.opts.timeoutMs)));
+    const failed: Participant[] = [];
+    const reports: DaemonReport[] = results.map((r, i) => {
+      const p = parts[i]!;
+      if (r.status === 'rejected') failed.push(p);
+      const note = r.status === 'rejected' ? String((r.reason as Error).message) : undefined;
+      return { daemon: p.daemon.id, pid: p.daemon.pid, phase, ms: Date.now() - sent, at: Date.now(), ok: r.status === 'fulfilled', ...(note ? { note } : {}) };
+    });
+    if (reports.length > 0) this.#update((c) => ({ ...c, reports: [...c.reports, ...reports].slice(-MAX_REPORTS) }));
+    return failed;
+  }
+
+  #allocate(reloc: Relocation, planned: PlannedBatch, to: number): Move[] {
+    return this.pool.store.txn(() => {
+      const runs = reloc.reserveOn(to, planned.volume, planned.bytes);
+      const moves = assign(planned.moves, runs);
+      this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({ ...c, phase: 'copy', batch: { ...c.batch!, moves, state: 'copying' } }));
+      return moves;
+    });
+  }
+
+  async #copy(moves: Move[]): Promise<void> {
+    await Promise.all(moves.map(async (m) => {
+      const buf = Buffer.allocUnsafe(m.len);
+      await (await this.#backends.get(m.from.backend)).read(buf, 0, m.len, m.from.boff);
+      await (await this.#backends.get(m.to!.backend)).write(buf, 0, m.len, m.to!.boff);
+    }));
+    await this.#backends.flushAll();
+  }
+
+  /** Inside the apply transaction: every daemon serving the volume is one that holds the batch. */
+  #assertStillHeld(batch: BatchRecord, serving: DaemonRecord[]): void {
+    for (const d of serving) {
+      if (!this.pool.registry.holding(d.id, this.#change.id, batch.seq)) throw new StaleBatch(`daemon pid ${d.pid} no longer holds the range`);
+    }
+    for (const { value } of this.pool.store.daemons.getRange({})) {
+      if (holderAlive(value) && value.volumes.includes(batch.volume) && !batch.daemons.includes(value.id)) throw new StaleBatch(`daemon pid ${value.pid} started serving the volume`);
+    }
+  }
+
+  /** Puts the old map back when a daemon did not switch, if every daemon still holds the range (else the new map stays). */
+  #rollback(reloc: Relocation, batch: BatchRecord, moves: Move[], serving: DaemonRecord[]): boolean {
+    try {
+      this.pool.store.txn(() => {
+        this.#log.assertLease(this.#change.id);
+        this.#assertStillHeld(batch, serving);
+        reloc.revert(batch.volume, moves);
+      });
+      return true;
+    } catch (err) {
+      if (err instanceof StaleBatch) return false;
+      throw err;
+    }
+  }
+
+  /** Gives up a batch: what it took goes back, the held daemons let go, the late ones are fenced. */
+  #abort(reloc: Relocation, parts: Participant[], late: Participant[], why: string, volume: number): void {
+    this.pool.store.txn(() => {
+      reloc.freeAll();
+      this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({ ...withoutBatch(c), batchesAborted: c.batchesAborted + 1 }));
+    });
+    for (const p of parts) p.session.close();
+    if (late.length > 0) this.#fence(late, why, volume);
+    debug('change %d: batch aborted: %s', this.#change.id, why);
+  }
+
+  #fence(late: Participant[], why: string, volume: number): void {
+    const now = Date.now();
+    this.pool.store.txn(() => {
+      for (const p of late) this.pool.registry.fence(p.daemon.id, { change: this.#change.id, at: now, reason: `${why} within ${this.opts.timeoutMs / 1000} s` });
+      this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({
+        ...c,
+        skippedVolumes: [...new Set([...c.skippedVolumes, ...late.flatMap((p) => p.daemon.volumes), volume])],
+        fenced: [...c.fenced, ...late.map((p) => ({ daemon: p.daemon.id, pid: p.daemon.pid, reason: `${why} within ${this.opts.timeoutMs / 1000} s`, at: now }))],
+      }));
+    });
+    for (const p of late) console.error(`thinvol: daemon pid ${p.daemon.pid} (${p.daemon.mountpoint}) ${why} within ${this.opts.timeoutMs / 1000} s: fenced; its volumes keep their allocation`);
+  }
+
+  async #dropReservations(): Promise<void> {
+    await Promise.allSettled(this.pool.registry.list().filter((d) => !d.fenced).map(async (d) => {
+      const s = new ControlSession(d.socket);
+      try {
+        await s.request({ op: 'drop-reservations' }, this.opts.timeoutMs);
+      } finally {
+        s.close();
+      }
+    }));
+  }
+}
+
+/** Splits the planned moves over the new runs, in order. */
+function assign(planned: Move[], runs: Run[]): Move[] {
+  const out: Move[] = [];
+  let ri = 0;
+  let used = 0;
+  for (const m of planned) {
+    let off = 0;
+    while (off < m.len) {
+      const r = runs[ri]!;
+      const len = Math.min(m.len - off, r.len - used);
+      out.push({ vstart: m.vstart + off, len, from: { backend: m.from.backend, boff: m.from.boff + off }, to: { backend: r.backend, boff: r.start + used } });
+      off += len;
+      used += len;
+      if (used === r.len) { ri++; used = 0; }
+    }
+  }
+  return out;
+}

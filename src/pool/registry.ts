@@ -1,0 +1,134 @@
+import { holderAlive, holderId, parseHolderId } from './holder';
+import type { PoolStore } from './pool-store';
+import type { DaemonRecord, Fence, Holder, HoldRecord, Lease } from './records';
+
+/** A controller that has not renewed its lease for this long has lost it (it may be stopped). */
+export const LEASE_MS = 15_000;
+
+export function leaseLive(lease: Lease | undefined): lease is Lease {
+  if (!lease || Date.now() - lease.renewedAt > LEASE_MS) return false;
+  const h = parseHolderId(lease.holder);
+  return h !== undefined && holderAlive(h);
+}
+
+export type Health = 'ok' | 'late' | 'fenced';
+
+/**
+ * Mount daemons registered in the pool: identity, volumes served, heartbeat, holds and fences.
+ * Kept in LMDB so that a layout change decides who must hold a range in the same transaction
+ * in which a daemon starts serving a volume.
+ */
+export class Registry {
+  constructor(private readonly store: PoolStore) {}
+
+  register(holder: Holder, mountpoint: string, socket: string): DaemonRecord {
+    const id = holderId(holder);
+    const now = Date.now();
+    return this.store.txn(() => {
+      const prev = this.store.daemons.get(id);
+      const rec: DaemonRecord = { ...holder, id, mountpoint, socket, startedAt: prev?.startedAt ?? now, heartbeatAt: now, epoch: (prev?.epoch ?? 0) + 1, volumes: prev?.volumes ?? [], holds: [] };
+      this.store.daemons.put(id, rec);
+      return rec;
+    });
+  }
+
+  unregister(id: string): void {
+    this.store.txn(() => { this.store.daemons.remove(id); });
+  }
+
+  get(id: string): DaemonRecord | undefined {
+    return this.store.daemons.get(id);
+  }
+
+  /** Live daemons; records of processes that are gone are removed. */
+  list(): DaemonRecord[] {
+    const all = [...this.store.daemons.getRange({}).map(({ value }) => value)];
+    const dead = all.filter((d) => !holderAlive(d));
+    if (dead.length > 0) this.store.txn(() => { for (const d of dead) this.store.daemons.remove(d.id); });
+    return all.filter((d) => holderAlive(d));
+  }
+
+  /** Daemons serving a volume. */
+  serving(volume: number): DaemonRecord[] {
+    return this.list().filter((d) => d.volumes.includes(volume));
+  }
+
+  /**
+   * Records a heartbeat. A daemon that finds itself fenced re-registers here (a new epoch,
+   * its stale holds dropped) and gets the fence back so it can say so.
+   */
+  heartbeat(id: string): Fence | undefined {
+    return this.store.txn(() => {
+      const d = this.store.daemons.get(id);
+      if (!d) return undefined;
+      const { fenced, ...rest } = d;
+      this.store.daemons.put(id, fenced ? { ...rest, heartbeatAt: Date.now(), epoch: d.epoch + 1, holds: [] } : { ...d, heartbeatAt: Date.now() });
+      return fenced;
+    });
+  }
+
+  /**
+   * Starts serving a volume unless a layout change is moving one of its ranges right now
+   * (then false: the caller waits, so that it never reads a map the change is replacing).
+   */
+  serve(id: string, volume: number): boolean {
+    return this.store.txn(() => {
+      if (this.activeBatchOn(volume)) return false;
+      const d = this.store.daemons.get(id);
+      if (d && !d.volumes.includes(volume)) this.store.daemons.put(id, { ...d, volumes: [...d.volumes, volume] });
+      return true;
+    });
+  }
+
+  unserve(id: string, volume: number): void {
+    this.store.txn(() => {
+      const d = this.store.daemons.get(id);
+      if (d) this.store.daemons.put(id, { ...d, volumes: d.volumes.filter((v) => v !== volume) });
+    });
+  }
+
+  /** Records a hold; refused (with the reason) when fenced or when the change has moved on. */
+  addHold(id: string, hold: HoldRecord): string | undefined {
+    return this.store.txn(() => {
+      const d = this.store.daemons.get(id);
+      if (!d) return 'not registered';
+      if (d.fenced) return `fenced by change ${d.fenced.change}: ${d.fenced.reason}`;
+      const batch = this.store.changes.get(hold.change)?.batch;
+      if (batch?.seq !== hold.seq || !batch.daemons.includes(id)) return `change ${hold.change} is no longer at batch ${hold.seq}`;
+      this.store.daemons.put(id, { ...d, holds: [...d.holds, hold] });
+      return undefined;
+    });
+  }
+
+  /** Forgets a hold. Must commit before the daemon lets I/O into the range again. */
+  removeHold(id: string, change: number, seq: number): void {
+    this.store.txn(() => {
+      const d = this.store.daemons.get(id);
+      if (d) this.store.daemons.put(id, { ...d, holds: d.holds.filter((h) => h.change !== change || h.seq !== seq) });
+    });
+  }
+
+  /** Inside a transaction: does the daemon still hold this batch, unfenced? */
+  holding(id: string, change: number, seq: number): boolean {
+    const d = this.store.daemons.get(id);
+    return d !== undefined && !d.fenced && d.holds.some((h) => h.change === change && h.seq === seq);
+  }
+
+  /** Inside a transaction: removes a daemon from the control range until it re-registers. */
+  fence(id: string, fence: Fence): void {
+    const d = this.store.daemons.get(id);
+    if (d && !d.fenced) this.store.daemons.put(id, { ...d, fenced: fence });
+  }
+
+  health(d: DaemonRecord, lateAfterMs: number): Health {
+    if (d.fenced) return 'fenced';
+    return Date.now() - d.heartbeatAt > lateAfterMs ? 'late' : 'ok';
+  }
+
+  private activeBatchOn(volume: number): boolean {
+    const lease = this.store.leases.get('controller');
+    if (!leaseLive(lease)) return false;
+    const batch = this.store.changes.get(lease.change)?.batch;
+    return batch !== undefined && batch.volume === volume;
+  }
+}
