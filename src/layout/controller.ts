@@ -96,8 +96,14 @@ export class LayoutController {
     const reloc = new Relocation(this.pool, `change:${this.#change.id}`);
     this.#update((c) => {
       const freed = reloc.freeAll();
-      if (freed > 0 || c.batch) debug('change %d: recovered batch %d, %d bytes given back', c.id, c.batch?.seq ?? 0, freed);
-      return { ...withoutBatch(c), batchesAborted: c.batchesAborted + (c.batch && c.batch.state !== 'applied' ? 1 : 0), batchesDone: c.batchesDone + (c.batch?.state === 'applied' ? 1 : 0) };
+      const applied = c.batch?.state === 'applied' ? c.batch : undefined;
+      if (freed > 0 || c.batch) debug('change %d: recovered batch %d (%s), %d bytes given back', c.id, c.batch?.seq ?? 0, c.batch?.state ?? '-', freed);
+      return {
+        ...withoutBatch(c),
+        batchesAborted: c.batchesAborted + (c.batch && !applied ? 1 : 0),
+        batchesDone: c.batchesDone + (applied ? 1 : 0),
+        bytesCopied: c.bytesCopied + (applied ? applied.moves.reduce((n, m) => n + m.len, 0) : 0),
+      };
     });
     if (resumed) debug('change %d resumed after %d batches, %d bytes copied', this.#change.id, this.#change.batchesDone, this.#change.bytesCopied);
   }
@@ -223,23 +229,26 @@ export class LayoutController {
         return this.#abort(reloc, parts, [], err.message, batch.volume);
       }
       this.#change = this.#log.get(id);
-      await this.pool.store.sync();
       const notApplied = await this.#ask(parts, 'apply', () => ({ op: 'apply', change: id, seq: batch.seq, volume: batch.volume, generation }));
       if (notApplied.length > 0 && this.#rollback(reloc, batch, moves, serving)) {
         const ok = parts.filter((p) => !notApplied.includes(p));
         await this.#ask(ok, 'apply', () => ({ op: 'apply', change: id, seq: batch.seq, volume: batch.volume, generation: generation + 1 }));
         return this.#abort(reloc, parts, notApplied, 'did not apply', batch.volume);
       }
-      // RELEASE: every daemon switched (or, fenced, still holds and will see the new map): old extents go back.
-      this.pool.store.txn(() => {
-        reloc.freeAll();
-        this.#log.updateInTxn(id, (c) => ({ ...withoutBatch(c), phase: 'release', batchesDone: c.batchesDone + 1, bytesCopied: c.bytesCopied + planned.bytes, copyMs: c.copyMs + copyMs }));
-      });
-      this.#change = this.#log.get(id);
+      // A daemon that did not report but still holds the range will see the new map when it lets go.
       if (notApplied.length > 0) this.#fence(notApplied, 'did not apply', batch.volume);
+      // RELEASE: held I/O continues on the new map.
       await this.#ask(parts.filter((p) => !notApplied.includes(p)), 'release', () => ({ op: 'release', change: id, seq: batch.seq }));
       const longest = Math.max(0, ...parts.map((p) => Date.now() - p.heldAt));
-      this.#update((c) => ({ ...c, maxHoldMs: Math.max(c.maxHoldMs, longest) }));
+      // Only a durable switch lets the old extents be reused.
+      await this.pool.store.sync();
+      this.pool.store.txn(() => {
+        reloc.freeAll();
+        this.#log.updateInTxn(id, (c) => ({
+          ...withoutBatch(c), phase: 'release', batchesDone: c.batchesDone + 1, bytesCopied: c.bytesCopied + planned.bytes, copyMs: c.copyMs + copyMs, maxHoldMs: Math.max(c.maxHoldMs, longest),
+        }));
+      });
+      this.#change = this.#log.get(id);
       debug('change %d batch %d: volume %d [%d,%d) %d bytes moved, copy %d ms, held %d ms', id, batch.seq, batch.volume, batch.start, batch.end, planned.bytes, copyMs, longest);
     } finally {
       for (const p of parts) p.session.close();

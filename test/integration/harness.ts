@@ -41,6 +41,7 @@ export class Sandbox {
   readonly #fsMounts: string[] = [];
   readonly #loops: string[] = [];
   readonly #daemons: { pid: number; mnt: string }[] = [];
+  readonly #children: number[] = [];
 
   constructor() {
     mkdirSync(this.mnt);
@@ -58,6 +59,24 @@ export class Sandbox {
 
   async json<T>(...args: string[]): Promise<T> {
     return JSON.parse(await this.cliOk(...args, '--json')) as T;
+  }
+
+  /** Starts a thinvol command in the background; `exited` resolves with its result. */
+  spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): { pid: number; stderrText(): string; exited: Promise<RunResult> } {
+    const child = spawn(process.execPath, [THINVOL, '--pool', this.pool, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    const exited = new Promise<RunResult>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (code, signal) => {
+        this.#children.splice(this.#children.indexOf(child.pid ?? 0), 1);
+        resolve({ code: code ?? (signal ? 128 : -1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+      });
+    });
+    this.#children.push(child.pid ?? 0);
+    return { pid: child.pid ?? 0, stderrText: () => Buffer.concat(err).toString(), exited };
   }
 
   async createPool(...backends: string[]): Promise<void> {
@@ -103,9 +122,13 @@ export class Sandbox {
   }
 
   async cleanup(): Promise<void> {
+    for (const pid of this.#children) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
     for (const at of this.#fsMounts.reverse()) await run('umount', ['-l', at]);
     for (const dev of this.#loops.reverse()) await run('losetup', ['-d', dev]);
     for (const d of this.#daemons.reverse()) {
+      try { process.kill(d.pid, 'SIGCONT'); } catch { /* already gone */ }
       await run('fusermount', ['-u', d.mnt]);
       await run('fusermount', ['-uz', d.mnt]);
       try { process.kill(d.pid, 'SIGKILL'); } catch { /* already gone */ }
