@@ -262,13 +262,17 @@ export class LayoutController {
     return this.pool.store.txn(() => {
       const serving = [...this.pool.store.daemons.getRange({}).map(({ value }) => value)].filter((d) => holderAlive(d) && d.volumes.includes(planned.volume));
       const late = serving.filter((d) => !d.fenced && now - d.heartbeatAt > this.opts.timeoutMs);
-      for (const d of late) this.pool.registry.fence(d.id, { change: this.#change.id, at: now, reason: `no heartbeat for ${Math.round((now - d.heartbeatAt) / 1000)} s` });
+      for (const d of late) {
+        const reason = `no heartbeat for ${((now - d.heartbeatAt) / 1000).toFixed(1)} s`;
+        this.pool.registry.fence(d.id, { change: this.#change.id, at: now, reason });
+        console.error(`thinvol: daemon pid ${d.pid} (${d.mountpoint}): ${reason}: fenced; its volumes keep their allocation`);
+      }
       const fenced = serving.filter((d) => d.fenced || late.includes(d));
       if (fenced.length > 0) {
         this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({
           ...c,
           skippedVolumes: [...c.skippedVolumes, planned.volume],
-          fenced: [...c.fenced, ...late.map((d) => ({ daemon: d.id, pid: d.pid, reason: 'no heartbeat', at: now }))],
+          fenced: [...c.fenced, ...late.map((d) => ({ daemon: d.id, pid: d.pid, reason: `no heartbeat for ${((now - d.heartbeatAt) / 1000).toFixed(1)} s`, at: now }))],
         }));
         return undefined;
       }

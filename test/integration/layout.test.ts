@@ -140,11 +140,12 @@ describe('layout changes across mount daemons', function () {
     const files: string[] = [];
     before(async () => {
       await sb.createPool('b1:2G');
-      for (const [i, name] of ['fa', 'fb'].entries()) {
-        const mnt = join(sb.dir, `m${i}`);
-        pids.push(await sb.mount(mnt));
+      const mnts = [join(sb.dir, 'm0'), join(sb.dir, 'm1')];
+      for (const m of mnts) pids.push(await sb.mount(m));
+      // fa and fc are served by the first daemon, fb by the second; map order is fa, fb, fc.
+      for (const [name, mnt] of [['fa', mnts[0]!], ['fb', mnts[1]!], ['fc', mnts[0]!]] as const) {
         await sb.cliOk('volume', 'create', name, '--size', '256M');
-        const d = randomBytes(96 * MiB);
+        const d = randomBytes(64 * MiB);
         data.set(name, d);
         files.push(join(mnt, name));
         await writeFile(join(mnt, name), d);
@@ -153,22 +154,28 @@ describe('layout changes across mount daemons', function () {
       }
       await sb.cliOk('backend', 'add', join(sb.dir, 'b2:2G'));
     });
+    const verifyAll = async (): Promise<void> => {
+      for (const [i, name] of ['fa', 'fb', 'fc'].entries()) expect(await sameBytes(files[i]!, data.get(name)!), name).to.equal(true);
+    };
     after(() => sb.cleanup());
 
-    it('a stopped daemon is fenced, its volume keeps its allocation; after SIGCONT it rejoins and a retry completes', async () => {
+    it('a stopped daemon is fenced and its volume keeps its allocation, also when it wakes mid-change; a retry completes', async () => {
       const drain = sb.spawnCli(['backend', 'drain', '1', '--timeout', '2', '--batch', '1M', '--json'], { DEBUG: 'thinvol:layout' });
       await waitFor('the first batch', () => /batch 1:/.test(drain.stderrText()));
       process.kill(pids[1]!, 'SIGSTOP');
-      const r = await drain.exited;
+      await waitFor('the fence', () => /fenced/.test(drain.stderrText()));
       process.kill(pids[1]!, 'SIGCONT');
+      const r = await drain.exited;
       expect(r.code, r.stderr).to.equal(3);
       const change = JSON.parse(r.stdout) as ChangeRecord;
       expect(change.state).to.equal('partial');
       expect(change.fenced.map((f) => f.pid)).to.include(pids[1]);
-      const mapB = await sb.json<Extent[]>('map', 'fb');
-      expect(mapB.every((e) => e.backend === 1), 'the fenced daemon\'s volume stayed where it was').to.equal(true);
-      expect((await sb.json<Extent[]>('map', 'fa')).every((e) => e.backend === 2)).to.equal(true);
-      console.log(`      fenced pid ${pids[1]}: ${change.fenced[0]?.reason}; ${change.batchesDone} batches done for the other daemon, longest hold ${change.maxHoldMs} ms`);
+      expect((await sb.json<Extent[]>('map', 'fb')).every((e) => e.backend === 1), 'the fenced daemon\'s volume stayed where it was').to.equal(true);
+      for (const name of ['fa', 'fc']) expect((await sb.json<Extent[]>('map', name)).every((e) => e.backend === 2), name).to.equal(true);
+      const log = drain.stderrText();
+      expect(log.slice(log.indexOf('fenced')), 'fc was moved after the fenced daemon woke').to.match(/volume 3 \[/);
+      console.log(`      fenced pid ${pids[1]}: ${change.fenced[0]?.reason}; woken at once, the change went on (${change.batchesDone} batches, longest hold ${change.maxHoldMs} ms)`);
+      await verifyAll();
 
       await waitFor('the daemon to re-register', async () => {
         const s = await sb.json<Status>('status');
@@ -177,7 +184,7 @@ describe('layout changes across mount daemons', function () {
       const retry = await sb.cli('backend', 'drain', '1', '--timeout', '2', '--json');
       expect(retry.code, retry.stderr).to.equal(0);
       expect((await sb.json<Extent[]>('map', 'fb')).every((e) => e.backend === 2)).to.equal(true);
-      for (const [i, name] of ['fa', 'fb'].entries()) expect(await sameBytes(files[i]!, data.get(name)!), name).to.equal(true);
+      await verifyAll();
       const check = await sb.cli('check');
       expect(check.code, check.stdout).to.equal(0);
     });
@@ -204,13 +211,13 @@ describe('layout changes across mount daemons', function () {
       expect(watched.length).to.be.at.least(2);
       const check = await sb.cli('check', '--json');
       expect(check.code, check.stdout).to.equal(0);
-      for (const [i, name] of ['fa', 'fb'].entries()) expect(await sameBytes(files[i]!, data.get(name)!), name).to.equal(true);
+      await verifyAll();
       console.log(`      killed after ${killed.batchesDone} batches (${(killed.bytesCopied / MiB).toFixed(1)} MiB); the rerun finished ${change.batchesDone} in all, ${(change.bytesCopied / MiB).toFixed(1)} MiB`);
     });
 
     it('two controllers at once: one runs, the other is refused', async () => {
       await sb.cliOk('backend', 'add', join(sb.dir, 'b4:2G'));
-      const [a, b] = [sb.spawnCli(['backend', 'drain', '3', '--batch', '256K']), sb.spawnCli(['backend', 'drain', '3', '--batch', '256K'])];
+      const [a, b] = [sb.spawnCli(['backend', 'drain', '3', '--batch', '1M']), sb.spawnCli(['backend', 'drain', '3', '--batch', '1M'])];
       const results = await Promise.all([a.exited, b.exited]);
       const codes = results.map((r) => r.code).sort();
       expect(codes, results.map((r) => r.stderr).join('\n')).to.deep.equal([0, 1]);
@@ -240,7 +247,7 @@ describe('layout changes across mount daemons', function () {
       const remove = await sb.cli('backend', 'remove', '4');
       expect(remove.code).to.not.equal(0);
       expect(remove.stderr).to.match(/still holds \d+ bytes: move them off first/);
-      for (const [i, name] of ['fa', 'fb'].entries()) expect(await sameBytes(files[i]!, data.get(name)!), name).to.equal(true);
+      await verifyAll();
       expect((await sb.cli('check')).code).to.equal(0);
     });
   });
