@@ -50,9 +50,9 @@ export class HoldService {
       unlock();
       throw new Error(`hold refused: ${refused}`);
     }
-    const timer = setTimeout(() => this.#release(key, `broken after ${HOLD_LIMIT_MS / 1000} s without word from the controller`), HOLD_LIMIT_MS);
+    const timer = setTimeout(() => this.#breakHold(key, `broken after ${HOLD_LIMIT_MS / 1000} s without word from the controller`), HOLD_LIMIT_MS);
     this.#holds.set(key, { record, unlock, timer, since });
-    conn.onClose(() => this.#release(key, 'broken: the controller went away'));
+    conn.onClose(() => this.#breakHold(key, 'broken: the controller went away'));
     debug('hold %s volume %d [%d,%d) after %d ms', key, record.volume, record.start, record.end, Date.now() - since);
     return { ms: Date.now() - since };
   }
@@ -81,6 +81,15 @@ export class HoldService {
     if (why !== 'released') console.error(`thinvol: hold of change ${h.record.change} batch ${h.record.seq} ${why}`);
     debug('%s %s after %d ms', why, key, ms);
     return ms;
+  }
+
+  /** From a timer or a socket event: a failure here must not take the daemon (and the mount) down. */
+  #breakHold(key: string, why: string): void {
+    try {
+      this.#release(key, why);
+    } catch (err) {
+      console.error(`thinvol: ending hold ${key} failed: ${err instanceof Error ? err.stack : String(err)}`);
+    }
   }
 
   /** At shutdown. */

@@ -73,8 +73,12 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
       ops.autoReclaim().finally(() => { reclaiming = false; });
     }, RECLAIM_INTERVAL_MS);
     const heartbeatTimer = setInterval(() => {
-      const fence = pool.registry.heartbeat(daemonId);
-      if (fence) console.error(`thinvol: this daemon was fenced by change ${fence.change} (${fence.reason}); re-registered`);
+      try {
+        const fence = pool.registry.heartbeat(daemonId);
+        if (fence) console.error(`thinvol: this daemon was fenced by change ${fence.change} (${fence.reason}); re-registered`);
+      } catch (err) {
+        console.error(`thinvol: heartbeat failed: ${String(err)}`);
+      }
     }, HEARTBEAT_INTERVAL_MS);
     const watchTimer = setInterval(() => {
       findMount(mnt).then((m) => { if (!m || m.fstype !== 'fuse.thinvol') finish(); }, () => undefined);

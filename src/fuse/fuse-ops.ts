@@ -94,7 +94,7 @@ export class FuseOps {
     if (writable) this.pool.claim(v.id, this.holder);
     this.#serveRefs.set(v.id, (this.#serveRefs.get(v.id) ?? 0) + 1);
     try {
-      while (!this.pool.registry.serve(this.daemonId, v.id)) await sleep(SERVE_RETRY_MS);
+      if (!this.#open.has(v.id)) while (!this.pool.registry.serve(this.daemonId, v.id)) await sleep(SERVE_RETRY_MS);
     } catch (err) {
       this.#unserve(v.id);
       if (writable && !this.#open.get(v.id)?.writers) this.pool.unclaim(v.id, this.holder);
