@@ -1,9 +1,8 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
-import type { BackendRecord, ChangeRecord, DaemonRecord, Holder, Lease, MapValue, Superblock, VolumeRecord } from './records';
+import type { BackendRecord, ChangeRecord, DaemonRecord, Holder, Lease, Superblock, VolumeRecord } from './records';
 
 interface LmdbSync { sync(callback: (err: unknown) => void): void }
 
-export type MapKey = [volumeId: number, vstart: number];
 export type FreeKey = [backendId: number, start: number];
 export type PendingKey = [holder: string, backendId: number, start: number];
 
@@ -17,7 +16,8 @@ export class PoolStore {
   readonly backends: Database<BackendRecord, number>;
   readonly volumes: Database<VolumeRecord, number>;
   readonly names: Database<number, string>;
-  readonly map: Database<MapValue, MapKey>;
+  /** Packed binary entries; see VolumeMap. */
+  readonly map: Database<Buffer, Buffer>;
   readonly free: Database<number, FreeKey>;
   readonly pending: Database<{ len: number; volumeId: number }, PendingKey>;
   readonly claims: Database<Holder, number>;
@@ -33,7 +33,7 @@ export class PoolStore {
     this.backends = this.env.openDB({ name: 'backends', keyEncoding: 'ordered-binary' });
     this.volumes = this.env.openDB({ name: 'volumes', keyEncoding: 'ordered-binary' });
     this.names = this.env.openDB({ name: 'names' });
-    this.map = this.env.openDB({ name: 'map', keyEncoding: 'ordered-binary' });
+    this.map = this.env.openDB({ name: 'map', keyEncoding: 'binary', encoding: 'binary' });
     this.free = this.env.openDB({ name: 'free', keyEncoding: 'ordered-binary' });
     this.pending = this.env.openDB({ name: 'pending', keyEncoding: 'ordered-binary' });
     this.claims = this.env.openDB({ name: 'claims', keyEncoding: 'ordered-binary' });

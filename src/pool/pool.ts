@@ -65,7 +65,7 @@ export class Pool {
     mkdirSync(join(abs, 'run'), { recursive: true });
     const pool = new Pool(abs, new PoolStore(Pool.metaFile(abs)));
     pool.store.txn(() => {
-      pool.store.meta.put('super', { format: 1, createdAt: Date.now(), nextVolumeId: 1, nextBackendId: 1 });
+      pool.store.meta.put('super', { format: 2, createdAt: Date.now(), nextVolumeId: 1, nextBackendId: 1 });
       for (const p of prepared) pool.insertBackend(p.spec.path, p.kind, p.capacityBytes);
     });
     await pool.store.sync();
@@ -85,7 +85,8 @@ export class Pool {
 
   superblock(): Superblock {
     const sb = this.store.meta.get('super');
-    if (!sb || sb.format !== 1) throw new Error(`pool ${this.dir}: superblock missing or of an unknown format`);
+    if ((sb?.format as number | undefined) === 1) throw new UserError(`pool ${this.dir} was made by a development version of thinvol (format 1, before the packed map); create a new pool`);
+    if (!sb || sb.format !== 2) throw new Error(`pool ${this.dir}: superblock missing or of an unknown format`);
     return sb;
   }
 

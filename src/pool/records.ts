@@ -3,7 +3,7 @@
 export const BLOCK = 4096;
 
 export interface Superblock {
-  format: 1;
+  format: 2;
   createdAt: number;
   nextVolumeId: number;
   nextBackendId: number;
@@ -45,8 +45,6 @@ export interface Extent {
   backend: number;
   boff: number;
 }
-
-export interface MapValue { len: number; backend: number; boff: number }
 
 /** A run of backend space. */
 export interface Run { backend: number; start: number; len: number }

@@ -1,5 +1,5 @@
 const CHUNK = 1024 * 1024;
-const MAX_CHUNKS = 32_768;
+const MAX_CHUNKS = 8_192;
 
 /**
  * When each 1 MiB chunk of a volume was last written, as a write sequence number. Bounded:
