@@ -10,17 +10,11 @@ import { UserError } from '../../util/errors';
 import { withPool, type GlobalArgs } from '../context';
 import { emit } from '../output';
 
-/**
- * The daemon's garbage is short-lived (request buffers live for one callback): a small young
- * generation keeps its resident memory down at the cost of more, cheaper scavenges.
- */
-const DAEMON_V8_FLAGS = ['--max-semi-space-size=4'];
-
 /** Starts the daemon in the background and returns once it serves the mountpoint (or failed). */
 async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolean): Promise<number> {
   const log = join(resolve(a.pool), 'run', 'daemon.log');
   const fd = openSync(log, 'a');
-  const child = spawn(process.execPath, [...DAEMON_V8_FLAGS, process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground', ...(autoReclaim ? [] : ['--no-auto-reclaim'])], {
+  const child = spawn(process.execPath, [process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground', ...(autoReclaim ? [] : ['--no-auto-reclaim'])], {
     detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: process.env,
   });
   closeSync(fd);
