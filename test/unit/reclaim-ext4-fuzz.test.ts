@@ -18,18 +18,7 @@ import {
   sh,
   sleep,
 } from './ext4-fixtures';
-
-/** Deterministic PRNG so a failing case can be replayed from its seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from './prng';
 
 const BS = 1024;
 /** Slowest a single planner run on a 32 MiB image may take before it counts as a hang. */

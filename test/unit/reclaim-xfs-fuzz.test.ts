@@ -4,21 +4,10 @@ import { join } from 'node:path';
 import type { ByteRange, PlanResult } from '../../src/reclaim/planner';
 import { planXfs } from '../../src/reclaim/xfs/plan-xfs';
 import { MemoryVolume, SMALL_LOG_ENV, XfsWorkdir, agfField, canMountXfs, replayedTruth, sh, uncoveredBytes, xfsGeometry } from './xfs-fixtures';
+import { mulberry32 } from './prng';
 
 const CHUNK = 1 << 20;
 const CASE_LIMIT_MS = 2000;
-
-/** Deterministic PRNG (mulberry32) so a failing case can be replayed from its number. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The snapshot's touched 1 MiB chunks, read once, shared by every mutated copy. */
 class ImageCache {
@@ -135,7 +124,7 @@ describe('planXfs() on damaged XFS images (fuzz)', function () {
   });
 
   it('planXfs() never throws, never stalls, and never reports a used block free', async function () {
-    const rnd = prng(0x5eed);
+    const rnd = mulberry32(0x5eed);
     const summary: string[] = [];
     let caseNo = 0;
     for (const target of targets) {

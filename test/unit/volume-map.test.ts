@@ -4,15 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from '../../src/pool/pool';
 import { BLOCK } from '../../src/pool/records';
-
-/** Deterministic PRNG so that a failure can be replayed. */
-function prng(seed: number): (n: number) => number {
-  let s = seed >>> 0;
-  return (n) => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s % n;
-  };
-}
+import { mulberry32 } from './prng';
 
 describe('VolumeMap against a block-by-block model', () => {
   let dir: string;
@@ -27,7 +19,8 @@ describe('VolumeMap against a block-by-block model', () => {
   });
 
   it('lookup, insert (with merging) and remove agree with the model over 3,000 random operations on 3 volumes', () => {
-    const rnd = prng(7);
+    const float = mulberry32(7);
+    const rnd = (n: number): number => Math.floor(float() * n);
     const SPAN = 512;
     const model = new Map<string, string>();
     const at = (v: number, blk: number): string | undefined => model.get(`${v}:${blk}`);

@@ -1,5 +1,5 @@
 import { crc32cRaw } from './crc';
-import { Parsed, accept, refuse } from './parsed';
+import { Parsed, accept, refuse } from '../parsed';
 
 export const EXTENT_MAGIC = 0xf30a;
 export const EXT4_MAX_EXTENT_DEPTH = 5;

@@ -1,6 +1,6 @@
 import { crc16, crc32cRaw, le32Bytes } from './crc';
 import { inodeTableBlocks } from './group-geometry';
-import { Parsed, accept, refuse } from './parsed';
+import { Parsed, accept, refuse } from '../parsed';
 import { Ext4Superblock } from './superblock';
 
 export const BG_INODE_UNINIT = 0x1;

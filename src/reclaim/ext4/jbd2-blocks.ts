@@ -1,6 +1,6 @@
 import { be32Bytes, crc32BeRaw, crc32cRaw } from './crc';
 import { JBD2_MAGIC, Jbd2Superblock } from './jbd2-superblock';
-import { Parsed, accept, refuse } from './parsed';
+import { Parsed, accept, refuse } from '../parsed';
 
 export const TAG_FLAG_ESCAPE = 0x1;
 export const TAG_FLAG_SAME_UUID = 0x2;

@@ -1,5 +1,5 @@
 import { crc32cRaw } from './crc';
-import { Parsed, accept, refuse } from './parsed';
+import { Parsed, accept, refuse } from '../parsed';
 
 export const JBD2_MAGIC = 0xc03b3998;
 export const JBD2_DESCRIPTOR_BLOCK = 1;

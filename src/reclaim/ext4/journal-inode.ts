@@ -1,4 +1,4 @@
-import { Parsed, accept, refuse } from './parsed';
+import { Parsed, accept, refuse } from '../parsed';
 
 export const EXT4_EXTENTS_FL = 0x00080000;
 const S_IFMT = 0xf000;

@@ -1,7 +1,7 @@
 import { crc32cRaw, le32Bytes } from './crc';
 import { Extent, parseExtentNode } from './extent-tree';
 import { JournalInode } from './journal-inode';
-import { Parsed, accept, refuse } from './parsed';
+import { Parsed, accept, refuse } from '../parsed';
 import { Ext4Superblock } from './superblock';
 
 /** A contiguous piece of the journal: journal blocks [lblk, lblk+len) live at fs blocks [pblk, pblk+len). */

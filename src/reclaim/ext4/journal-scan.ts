@@ -9,7 +9,7 @@ import {
   v1ChecksumAdd,
 } from './jbd2-blocks';
 import { JBD2_COMMIT_BLOCK, JBD2_DESCRIPTOR_BLOCK, JBD2_REVOKE_BLOCK, Jbd2Superblock } from './jbd2-superblock';
-import { Parsed, accept, refuse } from './parsed';
+import { Parsed, accept, refuse } from '../parsed';
 
 export interface JournalBlocks {
   block(n: number): Promise<Buffer>;

@@ -1,5 +1,5 @@
 import { crc32cRaw } from './crc';
-import { Parsed, accept, refuse } from './parsed';
+import { Parsed, accept, refuse } from '../parsed';
 
 export const EXT4_SUPERBLOCK_OFFSET = 1024;
 export const EXT4_SUPERBLOCK_SIZE = 1024;

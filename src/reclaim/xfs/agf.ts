@@ -1,5 +1,5 @@
 import { xfsChecksumOk } from '../crc32c';
-import { type Parsed, parsed, refused } from './parse-result';
+import { type Parsed, accept, refuse } from '../parsed';
 import { type XfsSuperblock, agLength } from './superblock';
 
 export const XFS_AGF_MAGIC = 0x58414746;
@@ -49,12 +49,12 @@ export function allocBtreeMaxLevels(sb: XfsSuperblock): number {
  */
 export function parseAgf(buf: Buffer, sb: XfsSuperblock, agno: number, checkCrc: boolean): Parsed<Agf> {
   const where = `AGF of AG ${agno}`;
-  if (buf.length < sb.sectSize) return refused(`${where}: short read`);
-  if (buf.readUInt32BE(0) !== XFS_AGF_MAGIC) return refused(`${where}: bad magic 0x${buf.readUInt32BE(0).toString(16)}`);
-  if (checkCrc && !xfsChecksumOk(buf, sb.sectSize, AGF_CRC_OFFSET)) return refused(`${where}: CRC mismatch`);
-  if (buf.readUInt32BE(4) !== 1) return refused(`${where}: unknown version ${buf.readUInt32BE(4)}`);
-  if (buf.readUInt32BE(8) !== agno) return refused(`${where}: sequence number ${buf.readUInt32BE(8)} names another AG`);
-  if (!buf.subarray(0x40, 0x50).equals(sb.metaUuid)) return refused(`${where}: uuid differs from the superblock's`);
+  if (buf.length < sb.sectSize) return refuse(`${where}: short read`);
+  if (buf.readUInt32BE(0) !== XFS_AGF_MAGIC) return refuse(`${where}: bad magic 0x${buf.readUInt32BE(0).toString(16)}`);
+  if (checkCrc && !xfsChecksumOk(buf, sb.sectSize, AGF_CRC_OFFSET)) return refuse(`${where}: CRC mismatch`);
+  if (buf.readUInt32BE(4) !== 1) return refuse(`${where}: unknown version ${buf.readUInt32BE(4)}`);
+  if (buf.readUInt32BE(8) !== agno) return refuse(`${where}: sequence number ${buf.readUInt32BE(8)} names another AG`);
+  if (!buf.subarray(0x40, 0x50).equals(sb.metaUuid)) return refuse(`${where}: uuid differs from the superblock's`);
   const agf: Agf = {
     agno,
     length: buf.readUInt32BE(0x0c),
@@ -69,41 +69,41 @@ export function parseAgf(buf: Buffer, sb: XfsSuperblock, agno: number, checkCrc:
     longest: buf.readUInt32BE(0x38),
     lsn: buf.readBigUInt64BE(0xd0),
   };
-  if (agf.length !== agLength(sb, agno)) return refused(`${where}: length ${agf.length} differs from the geometry's ${agLength(sb, agno)}`);
+  if (agf.length !== agLength(sb, agno)) return refuse(`${where}: length ${agf.length} differs from the geometry's ${agLength(sb, agno)}`);
   for (const root of [agf.bnoRoot, agf.cntRoot]) {
-    if (root === 0 || root >= agf.length) return refused(`${where}: btree root ${root} outside the AG`);
+    if (root === 0 || root >= agf.length) return refuse(`${where}: btree root ${root} outside the AG`);
   }
   const maxLevels = allocBtreeMaxLevels(sb);
   for (const levels of [agf.bnoLevels, agf.cntLevels]) {
-    if (levels < 1 || levels > maxLevels) return refused(`${where}: btree height ${levels} outside 1..${maxLevels}`);
+    if (levels < 1 || levels > maxLevels) return refuse(`${where}: btree height ${levels} outside 1..${maxLevels}`);
   }
   const size = agflSize(sb);
   if (agf.flFirst >= size || agf.flLast >= size || agf.flCount > size) {
-    return refused(`${where}: free list indexes ${agf.flFirst}..${agf.flLast} (count ${agf.flCount}) exceed the AGFL's ${size} slots`);
+    return refuse(`${where}: free list indexes ${agf.flFirst}..${agf.flLast} (count ${agf.flCount}) exceed the AGFL's ${size} slots`);
   }
   if (agf.flCount > 0 && (agf.flFirst + agf.flCount - 1) % size !== agf.flLast) {
-    return refused(`${where}: free list count ${agf.flCount} does not match first ${agf.flFirst} and last ${agf.flLast}`);
+    return refuse(`${where}: free list count ${agf.flCount} does not match first ${agf.flFirst} and last ${agf.flLast}`);
   }
   if (agf.freeBlocks > agf.length || agf.longest > agf.freeBlocks) {
-    return refused(`${where}: free counters (free ${agf.freeBlocks}, longest ${agf.longest}) exceed the AG`);
+    return refuse(`${where}: free counters (free ${agf.freeBlocks}, longest ${agf.longest}) exceed the AG`);
   }
-  return parsed(agf);
+  return accept(agf);
 }
 
 /** Parses the AGFL sector and returns the AG blocks the free list holds (allocated, not in the bnobt). */
 export function parseAgfl(buf: Buffer, sb: XfsSuperblock, agf: Agf, checkCrc: boolean): Parsed<number[]> {
   const where = `AGFL of AG ${agf.agno}`;
-  if (buf.length < sb.sectSize) return refused(`${where}: short read`);
-  if (buf.readUInt32BE(0) !== XFS_AGFL_MAGIC) return refused(`${where}: bad magic 0x${buf.readUInt32BE(0).toString(16)}`);
-  if (checkCrc && !xfsChecksumOk(buf, sb.sectSize, AGFL_CRC_OFFSET)) return refused(`${where}: CRC mismatch`);
-  if (buf.readUInt32BE(4) !== agf.agno) return refused(`${where}: sequence number ${buf.readUInt32BE(4)} names another AG`);
-  if (!buf.subarray(8, 24).equals(sb.metaUuid)) return refused(`${where}: uuid differs from the superblock's`);
+  if (buf.length < sb.sectSize) return refuse(`${where}: short read`);
+  if (buf.readUInt32BE(0) !== XFS_AGFL_MAGIC) return refuse(`${where}: bad magic 0x${buf.readUInt32BE(0).toString(16)}`);
+  if (checkCrc && !xfsChecksumOk(buf, sb.sectSize, AGFL_CRC_OFFSET)) return refuse(`${where}: CRC mismatch`);
+  if (buf.readUInt32BE(4) !== agf.agno) return refuse(`${where}: sequence number ${buf.readUInt32BE(4)} names another AG`);
+  if (!buf.subarray(8, 24).equals(sb.metaUuid)) return refuse(`${where}: uuid differs from the superblock's`);
   const size = agflSize(sb);
   const blocks: number[] = [];
   for (let i = 0; i < agf.flCount; i++) {
     const bno = buf.readUInt32BE(AGFL_HEADER_BYTES + ((agf.flFirst + i) % size) * 4);
-    if (bno === 0 || bno >= agf.length) return refused(`${where}: entry ${bno} outside the AG`);
+    if (bno === 0 || bno >= agf.length) return refuse(`${where}: entry ${bno} outside the AG`);
     blocks.push(bno);
   }
-  return parsed(blocks);
+  return accept(blocks);
 }

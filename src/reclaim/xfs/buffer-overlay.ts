@@ -1,5 +1,5 @@
 import { type BufLogFormat, XFS_BLF_CANCEL, XFS_BLF_CHUNK, applyBufRegions } from './log-items';
-import { type Parsed, parsed, refused } from './parse-result';
+import { type Parsed, accept, refuse } from '../parsed';
 
 interface Entry {
   lenBBs: number;
@@ -42,11 +42,11 @@ export class BufferOverlay {
     if (fmt.flags & XFS_BLF_CANCEL) {
       if (old && old.lenBBs === fmt.lenBBs) this.#entries.delete(fmt.daddr);
       else if (old) this.#entries.set(fmt.daddr, { ...old, data: null });
-      return parsed(null);
+      return accept(null);
     }
     if (regions === null) {
       this.#entries.set(fmt.daddr, { lenBBs: fmt.lenBBs, data: null, known: new Uint8Array(0), baseUnknown: true });
-      return parsed(null);
+      return accept(null);
     }
     const chunks = (fmt.lenBBs * 512) / XFS_BLF_CHUNK;
     const reuse = old && old.data && old.lenBBs === fmt.lenBBs ? old : undefined;
@@ -60,8 +60,8 @@ export class BufferOverlay {
     if (!applied.ok) return applied;
     this.#entries.set(fmt.daddr, entry);
     this.#bytes += (entry.data as Buffer).length;
-    if (this.#bytes > this.#maxBytes) return refused(`logged metadata buffers exceed ${this.#maxBytes} bytes`);
-    return parsed(null);
+    if (this.#bytes > this.#maxBytes) return refuse(`logged metadata buffers exceed ${this.#maxBytes} bytes`);
+    return accept(null);
   }
 
   /** How to obtain the effective contents of the buffer at `daddr` of `lenBBs` blocks. */

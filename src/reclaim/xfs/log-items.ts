@@ -1,4 +1,4 @@
-import { type Parsed, parsed, refused } from './parse-result';
+import { type Parsed, accept, refuse } from '../parsed';
 
 export const XFS_BLF_CHUNK = 128;
 export const XFS_BLF_CANCEL = 0x2;
@@ -23,22 +23,22 @@ export interface BufLogFormat {
 
 /** Parses region 0 of a buffer log item (xfs_buf_log_format, in the writer's byte order). */
 export function parseBufLogFormat(region: Buffer, littleEndian: boolean): Parsed<BufLogFormat> {
-  if (region.length < 0x14) return refused(`buffer log format of ${region.length} bytes is too short`);
+  if (region.length < 0x14) return refuse(`buffer log format of ${region.length} bytes is too short`);
   const u16 = (o: number): number => (littleEndian ? region.readUInt16LE(o) : region.readUInt16BE(o));
   const u32 = (o: number): number => (littleEndian ? region.readUInt32LE(o) : region.readUInt32BE(o));
   const flags = u16(4);
   const lenBBs = u16(6);
   const blkno = littleEndian ? region.readBigInt64LE(8) : region.readBigInt64BE(8);
   const mapSize = u32(0x10);
-  if (lenBBs === 0 || lenBBs > MAX_BUFFER_BBS) return refused(`buffer log item length ${lenBBs} BBs is invalid`);
-  if (blkno < 0n || blkno > BigInt(Number.MAX_SAFE_INTEGER)) return refused('buffer log item address is invalid');
-  if (mapSize > MAX_MAP_WORDS || region.length < 0x14 + mapSize * 4) return refused(`buffer log item map of ${mapSize} words is invalid`);
+  if (lenBBs === 0 || lenBBs > MAX_BUFFER_BBS) return refuse(`buffer log item length ${lenBBs} BBs is invalid`);
+  if (blkno < 0n || blkno > BigInt(Number.MAX_SAFE_INTEGER)) return refuse('buffer log item address is invalid');
+  if (mapSize > MAX_MAP_WORDS || region.length < 0x14 + mapSize * 4) return refuse(`buffer log item map of ${mapSize} words is invalid`);
   const chunks = (lenBBs * 512) / XFS_BLF_CHUNK;
   const runs: Array<[number, number]> = [];
   let runStart = -1;
   for (let bit = 0; bit < mapSize * 32; bit++) {
     const set = (u32(0x14 + (bit >>> 5) * 4) >>> (bit & 31)) & 1;
-    if (set && bit >= chunks) return refused(`buffer log item maps chunk ${bit} beyond its ${chunks} chunks`);
+    if (set && bit >= chunks) return refuse(`buffer log item maps chunk ${bit} beyond its ${chunks} chunks`);
     if (set && runStart < 0) runStart = bit;
     if (!set && runStart >= 0) {
       runs.push([runStart, bit - runStart]);
@@ -46,7 +46,7 @@ export function parseBufLogFormat(region: Buffer, littleEndian: boolean): Parsed
     }
   }
   if (runStart >= 0) runs.push([runStart, mapSize * 32 - runStart]);
-  return parsed({ flags, blft: flags >>> 11, daddr: Number(blkno), lenBBs, runs });
+  return accept({ flags, blft: flags >>> 11, daddr: Number(blkno), lenBBs, runs });
 }
 
 /**
@@ -59,19 +59,19 @@ export function applyBufRegions(fmt: BufLogFormat, regions: readonly Buffer[], t
   for (const [first, count] of fmt.runs) for (let c = first; c < first + count; c++) chunks.push(c);
   let next = 0;
   for (const region of regions) {
-    if (region.length === 0 || region.length % XFS_BLF_CHUNK !== 0) return refused(`logged buffer region of ${region.length} bytes is not whole chunks`);
+    if (region.length === 0 || region.length % XFS_BLF_CHUNK !== 0) return refuse(`logged buffer region of ${region.length} bytes is not whole chunks`);
     const n = region.length / XFS_BLF_CHUNK;
     for (let i = 0; i < n; i++) {
       const chunk = chunks[next + i];
-      if (chunk === undefined) return refused('logged buffer has more data than its map names');
-      if (i > 0 && chunk !== (chunks[next + i - 1] as number) + 1) return refused('logged buffer region spans two runs of its map');
+      if (chunk === undefined) return refuse('logged buffer has more data than its map names');
+      if (i > 0 && chunk !== (chunks[next + i - 1] as number) + 1) return refuse('logged buffer region spans two runs of its map');
       region.copy(target, chunk * XFS_BLF_CHUNK, i * XFS_BLF_CHUNK, (i + 1) * XFS_BLF_CHUNK);
       known[chunk] = 1;
     }
     next += n;
   }
-  if (next !== chunks.length) return refused(`logged buffer supplies ${next} of the ${chunks.length} chunks its map names`);
-  return parsed(null);
+  if (next !== chunks.length) return refuse(`logged buffer supplies ${next} of the ${chunks.length} chunks its map names`);
+  return accept(null);
 }
 
 export interface ExtentFreeItem {
@@ -83,13 +83,13 @@ export interface ExtentFreeItem {
 
 /** Parses an EFI or EFD format region; picks the 64-bit (16-byte) or packed 32-bit (12-byte) extent layout by length. */
 export function parseExtentFreeItem(region: Buffer, littleEndian: boolean): Parsed<ExtentFreeItem> {
-  if (region.length < 16) return refused(`extent free item of ${region.length} bytes is too short`);
+  if (region.length < 16) return refuse(`extent free item of ${region.length} bytes is too short`);
   const n = littleEndian ? region.readUInt32LE(4) : region.readUInt32BE(4);
   const id = littleEndian ? region.readBigUInt64LE(8) : region.readBigUInt64BE(8);
   let stride: number;
   if (region.length === 16 + 16 * n) stride = 16;
   else if (region.length === 16 + 12 * n) stride = 12;
-  else return refused(`extent free item of ${region.length} bytes does not hold ${n} extents`);
+  else return refuse(`extent free item of ${region.length} bytes does not hold ${n} extents`);
   const extents: ExtentFreeItem['extents'] = [];
   for (let i = 0; i < n; i++) {
     const o = 16 + i * stride;
@@ -97,5 +97,5 @@ export function parseExtentFreeItem(region: Buffer, littleEndian: boolean): Pars
     const blocks = littleEndian ? region.readUInt32LE(o + 8) : region.readUInt32BE(o + 8);
     extents.push({ fsb: Number(fsb), blocks });
   }
-  return parsed({ id, extents });
+  return accept({ id, extents });
 }

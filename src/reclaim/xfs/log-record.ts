@@ -1,5 +1,5 @@
 import { crc32cUpdate } from '../crc32c';
-import { type Parsed, parsed, refused } from './parse-result';
+import { type Parsed, accept, refuse } from '../parsed';
 
 export const XLOG_HEADER_MAGIC = 0xfeedbabe;
 export const BB = 512;
@@ -42,25 +42,25 @@ export function bbCycle(buf: Buffer, offset: number): number {
 
 /** Parses the record header block at `bb[0, 512)`; checks only what does not need the record's data. */
 export function parseRecordHeader(bb: Buffer): Parsed<LogRecordHeader> {
-  if (bb.length < BB) return refused('log record header is short');
-  if (bb.readUInt32BE(0) !== XLOG_HEADER_MAGIC) return refused('no log record magic');
+  if (bb.length < BB) return refuse('log record header is short');
+  if (bb.readUInt32BE(0) !== XLOG_HEADER_MAGIC) return refuse('no log record magic');
   const version = bb.readUInt32BE(8);
-  if (version !== 1 && version !== 2) return refused(`unknown log record version ${version}`);
+  if (version !== 1 && version !== 2) return refuse(`unknown log record version ${version}`);
   const len = bb.readUInt32BE(0x0c);
-  if (len > MAX_RECORD_BYTES) return refused(`log record length ${len} exceeds ${MAX_RECORD_BYTES}`);
+  if (len > MAX_RECORD_BYTES) return refuse(`log record length ${len} exceeds ${MAX_RECORD_BYTES}`);
   const cycle = bb.readUInt32BE(4);
   const lsnCycle = bb.readUInt32BE(0x10);
   const lsnBlock = bb.readUInt32BE(0x14);
-  if (cycle === 0 || lsnCycle !== cycle) return refused(`log record cycle ${cycle} disagrees with its LSN cycle ${lsnCycle}`);
+  if (cycle === 0 || lsnCycle !== cycle) return refuse(`log record cycle ${cycle} disagrees with its LSN cycle ${lsnCycle}`);
   const fmt = bb.readUInt32BE(0x12c);
-  if (fmt !== 1 && fmt !== 2) return refused(`unknown log record format ${fmt}`);
+  if (fmt !== 1 && fmt !== 2) return refuse(`unknown log record format ${fmt}`);
   let size = bb.readUInt32BE(0x140);
   if (version === 1) size = CYCLE_SIZE;
-  if (size < CYCLE_SIZE || size > MAX_RECORD_BYTES || size % BB !== 0) return refused(`log buffer size ${size} is invalid`);
+  if (size < CYCLE_SIZE || size > MAX_RECORD_BYTES || size % BB !== 0) return refuse(`log buffer size ${size} is invalid`);
   const hblks = version === 2 && size > CYCLE_SIZE ? Math.ceil(size / CYCLE_SIZE) : 1;
   const dataBBs = Math.ceil(len / BB);
-  if (Math.ceil(len / CYCLE_SIZE) > hblks) return refused(`log record length ${len} needs more than its ${hblks} header blocks`);
-  return parsed({
+  if (Math.ceil(len / CYCLE_SIZE) > hblks) return refuse(`log record length ${len} needs more than its ${hblks} header blocks`);
+  return accept({
     cycle, version, len, lsnCycle, lsnBlock,
     tailCycle: bb.readUInt32BE(0x18),
     tailBlock: bb.readUInt32BE(0x1c),

@@ -1,4 +1,4 @@
-import { type Parsed, parsed, refused } from './parse-result';
+import { type Parsed, accept, refuse } from '../parsed';
 
 const OP_HEADER_BYTES = 12;
 const CLIENT_TRANSACTION = 0x69;
@@ -94,14 +94,14 @@ export class TransactionAssembler {
     const committed: CommittedTransaction[] = [];
     let pos = 0;
     for (let op = 0; op < numLogOps && pos < data.length; op++) {
-      if (pos + OP_HEADER_BYTES > data.length) return refused(`op header ${op} runs past the record end`);
+      if (pos + OP_HEADER_BYTES > data.length) return refuse(`op header ${op} runs past the record end`);
       const tid = data.readUInt32BE(pos);
       const len = data.readUInt32BE(pos + 4);
       const client = data.readUInt8(pos + 8);
       const flags = data.readUInt8(pos + 9);
       pos += OP_HEADER_BYTES;
-      if (client !== CLIENT_TRANSACTION && client !== CLIENT_LOG) return refused(`op ${op} has unknown client id 0x${client.toString(16)}`);
-      if (len > data.length - pos) return refused(`op ${op} payload of ${len} bytes runs past the record end`);
+      if (client !== CLIENT_TRANSACTION && client !== CLIENT_LOG) return refuse(`op ${op} has unknown client id 0x${client.toString(16)}`);
+      if (len > data.length - pos) return refuse(`op ${op} payload of ${len} bytes runs past the record end`);
       const payload = data.subarray(pos, pos + len);
       pos += len;
 
@@ -126,7 +126,7 @@ export class TransactionAssembler {
         case COMMIT_TRANS: {
           this.#open.delete(tid);
           const done = this.#finish(trans, recordLsn);
-          if (!done.ok) return refused(done.reason);
+          if (!done.ok) return refuse(done.reason);
           committed.push(done.value);
           continue;
         }
@@ -134,12 +134,12 @@ export class TransactionAssembler {
           this.#drop(tid);
           continue;
         default:
-          return refused(`transaction 0x${tid.toString(16)} has op with unexpected flags 0x${flags.toString(16)}`);
+          return refuse(`transaction 0x${tid.toString(16)} has op with unexpected flags 0x${flags.toString(16)}`);
       }
-      if (!result.ok) return refused(`transaction 0x${tid.toString(16)}: ${result.reason}`);
-      if (this.#bytes > this.#maxBytes) return refused(`open transactions exceed ${this.#maxBytes} bytes`);
+      if (!result.ok) return refuse(`transaction 0x${tid.toString(16)}: ${result.reason}`);
+      if (this.#bytes > this.#maxBytes) return refuse(`open transactions exceed ${this.#maxBytes} bytes`);
     }
-    return parsed(committed);
+    return accept(committed);
   }
 
   #drop(tid: number): void {
@@ -150,14 +150,14 @@ export class TransactionAssembler {
   }
 
   #addRegion(trans: OpenTransaction, payload: Buffer, le: boolean): Parsed<null> {
-    if (payload.length === 0) return parsed(null);
+    if (payload.length === 0) return accept(null);
     if (!trans.headerDone) {
       const magic = payload.length >= 4 ? (le ? payload.readUInt32LE(0) : payload.readUInt32BE(0)) : 0;
-      if (magic !== TRANS_HEADER_MAGIC) return refused('bad transaction header magic');
-      if (payload.length > TRANS_HEADER_BYTES) return refused('transaction header is too long');
+      if (magic !== TRANS_HEADER_MAGIC) return refuse('bad transaction header magic');
+      if (payload.length > TRANS_HEADER_BYTES) return refuse('transaction header is too long');
       payload.copy(trans.header, 0);
       trans.headerDone = payload.length === TRANS_HEADER_BYTES;
-      return parsed(null);
+      return accept(null);
     }
     let item = trans.items[trans.items.length - 1];
     if (!item || item.count === item.total) {
@@ -165,38 +165,38 @@ export class TransactionAssembler {
       trans.items.push(item);
     }
     if (item.total === 0) {
-      if (payload.length < 4) return refused('log item format region is shorter than 4 bytes');
+      if (payload.length < 4) return refuse('log item format region is shorter than 4 bytes');
       const size = le ? payload.readUInt16LE(2) : payload.readUInt16BE(2);
-      if (size === 0 || size > MAX_REGIONS_IN_ITEM) return refused(`log item claims ${size} regions`);
+      if (size === 0 || size > MAX_REGIONS_IN_ITEM) return refuse(`log item claims ${size} regions`);
       item.total = size;
     }
-    if (item.count >= item.total) return refused('log item has more regions than it declares');
+    if (item.count >= item.total) return refuse('log item has more regions than it declares');
     item.count++;
     if (item.count === 1 || item.keep !== false) {
       item.regions.push(Buffer.from(payload));
       this.#bytes += payload.length;
     }
     if (item.count === 1) item.keep = keepItemData(payload, le, this.#blftKept);
-    return parsed(null);
+    return accept(null);
   }
 
   #continueRegion(trans: OpenTransaction, payload: Buffer, le: boolean): Parsed<null> {
     if (!trans.headerDone) {
-      if (payload.length > TRANS_HEADER_BYTES) return refused('transaction header continuation is too long');
+      if (payload.length > TRANS_HEADER_BYTES) return refuse('transaction header continuation is too long');
       payload.copy(trans.header, TRANS_HEADER_BYTES - payload.length);
       trans.headerDone = true;
-      return parsed(null);
+      return accept(null);
     }
     const item = trans.items[trans.items.length - 1];
-    if (!item || item.count === 0) return refused('continuation without a region to continue');
-    if (item.keep === false && item.count > 1) return parsed(null);
+    if (!item || item.count === 0) return refuse('continuation without a region to continue');
+    if (item.keep === false && item.count > 1) return accept(null);
     const last = item.regions.length - 1;
     const prev = item.regions[last];
-    if (prev === undefined) return refused('continuation without a region to continue');
+    if (prev === undefined) return refuse('continuation without a region to continue');
     item.regions[last] = Buffer.concat([prev, payload]);
     this.#bytes += payload.length;
     if (item.count === 1) item.keep = keepItemData(item.regions[last] as Buffer, le, this.#blftKept);
-    return parsed(null);
+    return accept(null);
   }
 
   #finish(trans: OpenTransaction, commitLsn: number): Parsed<CommittedTransaction> {
@@ -204,12 +204,12 @@ export class TransactionAssembler {
     for (const item of trans.items) {
       for (const r of item.regions) this.#bytes -= r.length;
       if (item.total === 0) continue;
-      if (item.count !== item.total) return refused(`transaction 0x${trans.tid.toString(16)} commits an item with ${item.count} of ${item.total} regions`);
+      if (item.count !== item.total) return refuse(`transaction 0x${trans.tid.toString(16)} commits an item with ${item.count} of ${item.total} regions`);
       const region0 = item.regions[0];
-      if (region0 === undefined || region0.length < 4) return refused(`transaction 0x${trans.tid.toString(16)} has an item without a format region`);
+      if (region0 === undefined || region0.length < 4) return refuse(`transaction 0x${trans.tid.toString(16)} has an item without a format region`);
       const type = trans.littleEndian ? region0.readUInt16LE(0) : region0.readUInt16BE(0);
       items.push({ type, regions: item.regions, dataKept: item.keep !== false });
     }
-    return parsed({ tid: trans.tid, startLsn: trans.startLsn, commitLsn, littleEndian: trans.littleEndian, items });
+    return accept({ tid: trans.tid, startLsn: trans.startLsn, commitLsn, littleEndian: trans.littleEndian, items });
   }
 }

@@ -6,7 +6,7 @@ import { ChunkedReader } from './chunked-reader';
 import { xfsChecksumOk } from '../crc32c';
 import { BLFT_AGF, BLFT_AGFL, BLFT_BTREE, XFS_BLF_CHUNK, parseBufLogFormat, parseExtentFreeItem } from './log-items';
 import { type CommittedTransaction, XFS_LI_BUF, XFS_LI_EFD, XFS_LI_EFI } from './log-transactions';
-import { type Parsed, parsed, refused } from './parse-result';
+import { type Parsed, accept, refuse } from '../parsed';
 import { XFS_SB_MAGIC, XFS_SB_READ_BYTES, type XfsSuperblock, agLength, fsbToLinear, parseSuperblock } from './superblock';
 import { type LogSummary, walkLog } from './walk-log';
 
@@ -59,14 +59,14 @@ class XfsView {
       const region0 = item.regions[0] as Buffer;
       if (item.type === XFS_LI_BUF) {
         const fmt = parseBufLogFormat(region0, t.littleEndian);
-        if (!fmt.ok) return refused(`transaction at LSN ${t.commitLsn}: ${fmt.reason}`);
-        if (fmt.value.daddr + fmt.value.lenBBs > fsBBs) return refused(`transaction at LSN ${t.commitLsn} logs a buffer past the filesystem end`);
+        if (!fmt.ok) return refuse(`transaction at LSN ${t.commitLsn}: ${fmt.reason}`);
+        if (fmt.value.daddr + fmt.value.lenBBs > fsBBs) return refuse(`transaction at LSN ${t.commitLsn} logs a buffer past the filesystem end`);
         const applied = this.overlay.apply(fmt.value, item.dataKept ? item.regions.slice(1) : null);
-        if (!applied.ok) return refused(`transaction at LSN ${t.commitLsn}: ${applied.reason}`);
+        if (!applied.ok) return refuse(`transaction at LSN ${t.commitLsn}: ${applied.reason}`);
         this.bufItems++;
       } else if (item.type === XFS_LI_EFI || item.type === XFS_LI_EFD) {
         const efx = parseExtentFreeItem(region0, t.littleEndian);
-        if (!efx.ok) return refused(`transaction at LSN ${t.commitLsn}: ${efx.reason}`);
+        if (!efx.ok) return refuse(`transaction at LSN ${t.commitLsn}: ${efx.reason}`);
         if (item.type === XFS_LI_EFI) this.efis.set(efx.value.id, { extents: efx.value.extents });
         else {
           this.efis.delete(efx.value.id);
@@ -74,7 +74,7 @@ class XfsView {
         }
       }
     }
-    return parsed(null);
+    return accept(null);
   }
 
   /**

@@ -1,5 +1,5 @@
 import { xfsChecksumOk } from '../crc32c';
-import { type Parsed, parsed, refused } from './parse-result';
+import { type Parsed, accept, refuse } from '../parsed';
 
 export const XFS_SB_MAGIC = 0x58465342;
 
@@ -49,61 +49,61 @@ function isPowerOfTwo(n: number): boolean {
  * realtime devices, external logs and features that change the structures the planner reads.
  */
 export function parseSuperblock(buf: Buffer): Parsed<XfsSuperblock> {
-  if (buf.length < 512) return refused('superblock sector is shorter than 512 bytes');
-  if (buf.readUInt32BE(0) !== XFS_SB_MAGIC) return refused("no XFS superblock magic 'XFSB' at offset 0");
+  if (buf.length < 512) return refuse('superblock sector is shorter than 512 bytes');
+  if (buf.readUInt32BE(0) !== XFS_SB_MAGIC) return refuse("no XFS superblock magic 'XFSB' at offset 0");
   const version = buf.readUInt16BE(0x64) & 0xf;
-  if (version === 4) return refused('XFS v4 (non-CRC) filesystem is not supported: its log and metadata carry no checksums');
-  if (version !== VERSION_5) return refused(`unknown XFS superblock version ${version}`);
+  if (version === 4) return refuse('XFS v4 (non-CRC) filesystem is not supported: its log and metadata carry no checksums');
+  if (version !== VERSION_5) return refuse(`unknown XFS superblock version ${version}`);
 
   const blockSize = buf.readUInt32BE(0x04);
   const sectSize = buf.readUInt16BE(0x66);
   const blockLog = buf.readUInt8(0x78);
   const sectLog = buf.readUInt8(0x79);
   if (!isPowerOfTwo(sectSize) || sectSize < 512 || sectSize > XFS_SB_READ_BYTES || 2 ** sectLog !== sectSize) {
-    return refused(`invalid sector size ${sectSize} (sectlog ${sectLog})`);
+    return refuse(`invalid sector size ${sectSize} (sectlog ${sectLog})`);
   }
-  if (buf.length < sectSize) return refused('superblock sector was not read in full');
-  if (!xfsChecksumOk(buf, sectSize, SB_CRC_OFFSET)) return refused('superblock CRC mismatch');
+  if (buf.length < sectSize) return refuse('superblock sector was not read in full');
+  if (!xfsChecksumOk(buf, sectSize, SB_CRC_OFFSET)) return refuse('superblock CRC mismatch');
   if (!isPowerOfTwo(blockSize) || blockSize < 512 || blockSize > 65536 || 2 ** blockLog !== blockSize || blockSize < sectSize) {
-    return refused(`invalid block size ${blockSize} (blocklog ${blockLog})`);
+    return refuse(`invalid block size ${blockSize} (blocklog ${blockLog})`);
   }
 
   const incompat = buf.readUInt32BE(0xd8);
-  if (incompat & INCOMPAT_NEEDSREPAIR) return refused('filesystem is flagged NEEDSREPAIR');
+  if (incompat & INCOMPAT_NEEDSREPAIR) return refuse('filesystem is flagged NEEDSREPAIR');
   const unknownIncompat = incompat & ~INCOMPAT_UNDERSTOOD;
-  if (unknownIncompat) return refused(`unsupported incompat features 0x${(unknownIncompat >>> 0).toString(16)}`);
+  if (unknownIncompat) return refuse(`unsupported incompat features 0x${(unknownIncompat >>> 0).toString(16)}`);
   const logIncompat = buf.readUInt32BE(0xdc);
   const unknownLogIncompat = logIncompat & ~LOG_INCOMPAT_UNDERSTOOD;
-  if (unknownLogIncompat) return refused(`unsupported log incompat features 0x${(unknownLogIncompat >>> 0).toString(16)}`);
-  if (buf.readUInt8(0x7e) !== 0) return refused('filesystem creation is still in progress (sb_inprogress set)');
+  if (unknownLogIncompat) return refuse(`unsupported log incompat features 0x${(unknownLogIncompat >>> 0).toString(16)}`);
+  if (buf.readUInt8(0x7e) !== 0) return refuse('filesystem creation is still in progress (sb_inprogress set)');
 
   const dblocks = Number(buf.readBigUInt64BE(0x08));
   const rblocks = buf.readBigUInt64BE(0x10);
   const rextents = buf.readBigUInt64BE(0x18);
-  if (rblocks !== 0n || rextents !== 0n) return refused('filesystem has a realtime device, which is not supported');
+  if (rblocks !== 0n || rextents !== 0n) return refuse('filesystem has a realtime device, which is not supported');
   const logStart = Number(buf.readBigUInt64BE(0x30));
-  if (logStart === 0) return refused('filesystem uses an external log, which is not in the volume');
+  if (logStart === 0) return refuse('filesystem uses an external log, which is not in the volume');
 
   const agBlocks = buf.readUInt32BE(0x54);
   const agCount = buf.readUInt32BE(0x58);
   const logBlocks = buf.readUInt32BE(0x60);
   const agBlkLog = buf.readUInt8(0x7c);
-  if (agBlocks < 8 || agCount === 0) return refused(`invalid AG geometry: ${agCount} AGs of ${agBlocks} blocks`);
+  if (agBlocks < 8 || agCount === 0) return refuse(`invalid AG geometry: ${agCount} AGs of ${agBlocks} blocks`);
   if (agBlkLog !== Math.ceil(Math.log2(agBlocks)) || agBlkLog > 31) {
-    return refused(`sb_agblklog ${agBlkLog} does not match ${agBlocks} blocks per AG`);
+    return refuse(`sb_agblklog ${agBlkLog} does not match ${agBlocks} blocks per AG`);
   }
   if (!Number.isSafeInteger(dblocks) || dblocks > agCount * agBlocks || dblocks <= (agCount - 1) * agBlocks) {
-    return refused(`sb_dblocks ${dblocks} does not fit ${agCount} AGs of ${agBlocks} blocks`);
+    return refuse(`sb_dblocks ${dblocks} does not fit ${agCount} AGs of ${agBlocks} blocks`);
   }
   const logAg = Math.floor(logStart / 2 ** agBlkLog);
   const logAgbno = logStart % 2 ** agBlkLog;
   if (logBlocks < 2 || logAg >= agCount || logAgbno + logBlocks > agBlocks || logAg * agBlocks + logAgbno + logBlocks > dblocks) {
-    return refused(`internal log (start ${logStart}, ${logBlocks} blocks) lies outside its AG`);
+    return refuse(`internal log (start ${logStart}, ${logBlocks} blocks) lies outside its AG`);
   }
 
   const uuid = Buffer.from(buf.subarray(0x20, 0x30));
   const metaUuid = incompat & INCOMPAT_META_UUID ? Buffer.from(buf.subarray(0xf8, 0x108)) : uuid;
-  return parsed({
+  return accept({
     blockSize, blockLog, sectSize, dblocks, agBlocks, agCount, agBlkLog, logStart, logBlocks, uuid, metaUuid,
     lsn: buf.readBigUInt64BE(0xf0),
   });

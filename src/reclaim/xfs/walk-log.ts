@@ -1,7 +1,7 @@
 import type { ChunkedReader } from './chunked-reader';
 import { BB, type LogRecordHeader, bbCycle, parseRecordHeader, recordCrcOk, unpackRecordData } from './log-record';
 import { type CommittedTransaction, TransactionAssembler } from './log-transactions';
-import { type Parsed, parsed, refused } from './parse-result';
+import { type Parsed, accept, refuse } from '../parsed';
 import { type XfsSuperblock, fsbToLinear } from './superblock';
 
 /** Log buffers the kernel may have in flight; torn writes are tolerated only within their reach (XLOG_MAX_ICLOGS). */
@@ -71,42 +71,42 @@ function isUnmountRecord(hdr: LogRecordHeader, data: Buffer): boolean {
 async function readRecord(log: LogArea, sb: XfsSuperblock, bb: number): Promise<Parsed<LogRecord>> {
   const first = await log.read(bb, 1);
   const h = parseRecordHeader(first);
-  if (!h.ok) return refused(h.reason);
+  if (!h.ok) return refuse(h.reason);
   const hdr = h.value;
-  if (hdr.lsnBlock !== bb) return refused(`record at BB ${bb} names BB ${hdr.lsnBlock}`);
-  if (!hdr.uuid.equals(sb.uuid)) return refused(`record at BB ${bb} belongs to another filesystem`);
+  if (hdr.lsnBlock !== bb) return refuse(`record at BB ${bb} names BB ${hdr.lsnBlock}`);
+  if (!hdr.uuid.equals(sb.uuid)) return refuse(`record at BB ${bb} belongs to another filesystem`);
   const bbs = hdr.hblks + hdr.dataBBs;
-  if (bbs > log.bbs) return refused(`record at BB ${bb} is longer than the log`);
+  if (bbs > log.bbs) return refuse(`record at BB ${bb} is longer than the log`);
   const all = await log.read(bb, bbs);
   const headerBBs = all.subarray(0, hdr.hblks * BB);
   const raw = all.subarray(hdr.hblks * BB);
   const data = unpackRecordData(hdr, headerBBs, raw);
   if (!recordCrcOk(hdr, headerBBs, raw) && !(hdr.crc === 0 && isUnmountRecord(hdr, data))) {
-    return refused(`record at BB ${bb} fails its CRC`);
+    return refuse(`record at BB ${bb} fails its CRC`);
   }
-  return parsed({ hdr, data, bbs });
+  return accept({ hdr, data, bbs });
 }
 
 async function findHead(log: LogArea): Promise<Parsed<{ head: number; headCycle: number }>> {
   const c0 = bbCycle(await log.read(0, 1), 0);
   const cLast = bbCycle(await log.read(log.bbs - 1, 1), 0);
-  if (c0 === 0) return refused('log has never been written (cycle 0 at its first block)');
+  if (c0 === 0) return refuse('log has never been written (cycle 0 at its first block)');
   let target: number;
   if (c0 === cLast) target = cLast - 1;
   else if (c0 === cLast + 1) target = cLast;
-  else return refused(`log cycles ${c0} at the start and ${cLast} at the end cannot be ordered`);
+  else return refuse(`log cycles ${c0} at the start and ${cLast} at the end cannot be ordered`);
   for (let at = 0; at < log.bbs; at += SCAN_BBS) {
     const n = Math.min(SCAN_BBS, log.bbs - at);
     const buf = await log.read(at, n);
     for (let i = 0; i < n; i++) {
       if (bbCycle(buf, i * BB) === target) {
         const head = at + i;
-        return parsed({ head, headCycle: head === 0 ? cLast : c0 });
+        return accept({ head, headCycle: head === 0 ? cLast : c0 });
       }
     }
   }
-  if (c0 !== cLast) return refused('log head not found');
-  return parsed({ head: 0, headCycle: cLast });
+  if (c0 !== cLast) return refuse('log head not found');
+  return accept({ head: 0, headCycle: cLast });
 }
 
 /**
@@ -118,7 +118,7 @@ export async function walkLog(sb: XfsSuperblock, reader: ChunkedReader, opts: Wa
   const logBBs = (sb.logBlocks * sb.blockSize) / BB;
   const log = new LogArea(reader, fsbToLinear(sb, sb.logStart) * sb.blockSize, logBBs);
   const found = await findHead(log);
-  if (!found.ok) return refused(found.reason);
+  if (!found.ok) return refuse(found.reason);
   const { head } = found.value;
 
   let last: LogRecord | undefined;
@@ -136,9 +136,9 @@ export async function walkLog(sb: XfsSuperblock, reader: ChunkedReader, opts: Wa
       break;
     }
   }
-  if (!last) return refused(`no intact log record within ${maxBack} blocks before the head at BB ${head}`);
+  if (!last) return refuse(`no intact log record within ${maxBack} blocks before the head at BB ${head}`);
   const tornWindow = MAX_ICLOGS * (last.hdr.hblks + last.hdr.size / BB);
-  if (skipped > tornWindow) return refused(`log has ${skipped} damaged blocks before its head, more than a torn write`);
+  if (skipped > tornWindow) return refuse(`log has ${skipped} damaged blocks before its head, more than a torn write`);
 
   const lastStart = last.hdr.lsnCycle * logBBs + lastBB;
   const lastEnd = lastStart + last.bbs;
@@ -149,12 +149,12 @@ export async function walkLog(sb: XfsSuperblock, reader: ChunkedReader, opts: Wa
   };
   if (isUnmountRecord(last.hdr, last.data)) {
     summary.clean = true;
-    return parsed(summary);
+    return accept(summary);
   }
-  if (last.hdr.tailBlock >= logBBs) return refused(`tail block ${last.hdr.tailBlock} lies outside the log`);
+  if (last.hdr.tailBlock >= logBBs) return refuse(`tail block ${last.hdr.tailBlock} lies outside the log`);
   const tailStart = last.hdr.tailCycle * logBBs + last.hdr.tailBlock;
   if (tailStart > lastStart || lastEnd - tailStart > logBBs) {
-    return refused(`tail LSN ${last.hdr.tailCycle}/${last.hdr.tailBlock} is inconsistent with the last record at ${last.hdr.lsnCycle}/${lastBB}`);
+    return refuse(`tail LSN ${last.hdr.tailCycle}/${last.hdr.tailBlock} is inconsistent with the last record at ${last.hdr.lsnCycle}/${lastBB}`);
   }
   summary.tail = last.hdr.tailBlock;
 
@@ -163,17 +163,17 @@ export async function walkLog(sb: XfsSuperblock, reader: ChunkedReader, opts: Wa
   while (pos < lastEnd) {
     const bb = pos % logBBs;
     const cycle = Math.floor(pos / logBBs);
-    const rec = pos === lastStart ? parsed(last) : await readRecord(log, sb, bb);
-    if (!rec.ok) return refused(`log record at BB ${bb} between tail and head is damaged: ${rec.reason}`);
+    const rec = pos === lastStart ? accept(last) : await readRecord(log, sb, bb);
+    if (!rec.ok) return refuse(`log record at BB ${bb} between tail and head is damaged: ${rec.reason}`);
     const { hdr, data, bbs } = rec.value;
-    if (hdr.lsnCycle !== cycle) return refused(`log record at BB ${bb} has cycle ${hdr.lsnCycle}, expected ${cycle}`);
-    if (pos + bbs > lastEnd) return refused(`log record at BB ${bb} overlaps the last record`);
+    if (hdr.lsnCycle !== cycle) return refuse(`log record at BB ${bb} has cycle ${hdr.lsnCycle}, expected ${cycle}`);
+    if (pos + bbs > lastEnd) return refuse(`log record at BB ${bb} overlaps the last record`);
     const lsn = cycle * 2 ** 32 + bb;
     const done = assembler.addRecord(data, hdr.numLogOps, lsn, hdr.fmt === 1);
-    if (!done.ok) return refused(`log record at BB ${bb}: ${done.reason}`);
+    if (!done.ok) return refuse(`log record at BB ${bb}: ${done.reason}`);
     for (const t of done.value) {
       const applied = opts.onCommit(t);
-      if (!applied.ok) return refused(applied.reason);
+      if (!applied.ok) return refuse(applied.reason);
       summary.transactions++;
       summary.commitLsn = t.commitLsn;
     }
@@ -181,5 +181,5 @@ export async function walkLog(sb: XfsSuperblock, reader: ChunkedReader, opts: Wa
     pos += bbs;
   }
   summary.uncommitted = assembler.openCount;
-  return parsed(summary);
+  return accept(summary);
 }
