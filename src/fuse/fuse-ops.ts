@@ -140,10 +140,10 @@ export class FuseOps {
   }
 
   /** Runs `fn` on a volume that may not be open. */
-  async #withVolume<T>(v: VolumeRecord, writable: boolean, fn: (io: VolumeIo, ov: OpenVolume) => Promise<T>): Promise<T> {
+  async #withVolume<T>(v: VolumeRecord, writable: boolean, fn: (io: VolumeIo) => Promise<T>): Promise<T> {
     const ov = await this.#acquire(v, writable);
     try {
-      return await fn(ov.io, ov);
+      return await fn(ov.io);
     } finally {
       this.#unref(v.id, writable);
     }

@@ -1,6 +1,5 @@
 import { BackendSet } from '../backend/backend-set';
-import { ControlSession } from '../control/control-client';
-import { holderAlive } from '../pool/holder';
+import { ControlSession, controlRequest } from '../control/control-client';
 import type { Pool } from '../pool/pool';
 import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonReport, Move, Run } from '../pool/records';
 import { Relocation, StaleBatch } from '../pool/relocation';
@@ -20,6 +19,8 @@ export interface ControllerOptions {
 }
 
 interface Participant { daemon: DaemonRecord; session: ControlSession; heldAt: number }
+
+interface Scope { needs: (e: PlacedExtent) => boolean; to: number | undefined; bytes: number }
 
 const MAX_REPORTS = 32;
 const MAX_PASSES = 4;
@@ -46,6 +47,7 @@ export class LayoutController {
     this.#check(request);
     const { change, resumed } = this.#log.begin(request);
     this.#change = change;
+    this.#cursor = this.#origin();
     try {
       if (request.kind === 'drain') this.pool.setDraining(request.backend, true);
       this.#recover(resumed);
@@ -127,73 +129,68 @@ export class LayoutController {
 
   // Planning
 
-  #needsMove(): ((e: PlacedExtent) => boolean) | undefined {
+  /** What still has to move, where it goes and how much per batch, from the current counters (once per batch). */
+  #scope(): Scope | undefined {
     const r = this.#change.request;
     const skip = new Set(this.#change.skippedVolumes);
+    const { bytes } = this.opts.limits;
     switch (r.kind) {
-      case 'drain': return (e) => e.backend === r.backend && !skip.has(e.volume);
-      case 'migrate': return (e) => e.volume === r.volume && e.backend !== r.to && e.vstart < r.offset + r.length && !skip.has(e.volume);
+      case 'drain': return { needs: (e) => e.backend === r.backend && !skip.has(e.volume), to: this.pool.mostFreeBackend(), bytes };
+      case 'migrate': return { needs: (e) => e.backend !== r.to && !skip.has(e.volume), to: r.to, bytes };
       case 'rebalance': {
-        const step = rebalanceStep(this.pool.backendList(), this.opts.limits.bytes);
-        return step && ((e) => e.backend === step.from && !skip.has(e.volume));
+        const step = rebalanceStep(this.pool.backendList(), bytes);
+        return step && { needs: (e) => e.backend === step.from && !skip.has(e.volume), to: step.to, bytes: Math.min(bytes, step.bytes) };
       }
     }
   }
 
-  #target(r: ChangeRequest, from: number): number {
-    if (r.kind === 'migrate') return r.to;
-    if (r.kind === 'rebalance') {
-      const step = rebalanceStep(this.pool.backendList(), this.opts.limits.bytes);
-      if (step) return step.to;
+  /** Where a scan starts: the migrated range, or the whole map. */
+  #origin(): [number, number] {
+    const r = this.#change.request;
+    return r.kind === 'migrate' ? [r.volume, r.offset] : [0, 0];
+  }
+
+  /** The map from a position on; for a migrate, only the asked range of its volume, clipped to it. */
+  *#extents(volume: number, offset: number): Iterable<PlacedExtent> {
+    const r = this.#change.request;
+    if (r.kind !== 'migrate') {
+      yield* this.pool.map.from(volume, offset);
+      return;
     }
-    let best: number | undefined;
-    let bestFree = 0;
-    for (const b of this.pool.backendList()) {
-      const free = b.capacityBytes - b.allocatedBytes - b.reservedBytes;
-      if (b.id !== from && b.draining !== true && free > bestFree) { best = b.id; bestFree = free; }
+    const end = r.offset + r.length;
+    for (const e of this.pool.map.from(volume, offset)) {
+      if (e.volume !== r.volume || e.vstart >= end) return;
+      yield { ...e, len: Math.min(e.len, end - e.vstart) };
     }
-    if (best === undefined) throw new UserError('no backend has room for the data being moved');
-    return best;
   }
 
   #remaining(): number {
-    const needs = this.#needsMove();
-    if (!needs) return 0;
     const r = this.#change.request;
+    const scope = this.#scope();
+    if (!scope) return 0;
     if (r.kind === 'drain') return this.pool.backend(r.backend).allocatedBytes;
     if (r.kind === 'rebalance') return rebalanceStep(this.pool.backendList(), this.opts.limits.bytes)?.bytes ?? 0;
     let n = 0;
-    for (const e of this.pool.map.extents(r.volume)) if (needs({ ...e, volume: r.volume })) n += Math.min(e.vstart + e.len, r.offset + r.length) - Math.max(e.vstart, r.offset);
+    for (const e of this.#extents(...this.#origin())) if (scope.needs(e)) n += e.len;
     return n;
   }
 
   /** The next batch, scanning the map from where the last one ended and wrapping around once. */
   #next(): { planned: PlannedBatch; to: number } | undefined {
-    const r = this.#change.request;
-    const needs = this.#needsMove();
-    if (!needs) return undefined;
-    let limits = this.opts.limits;
-    if (r.kind === 'rebalance') {
-      const step = rebalanceStep(this.pool.backendList(), this.opts.limits.bytes);
-      if (!step) return undefined;
-      limits = { ...limits, bytes: Math.min(limits.bytes, step.bytes) };
-    }
-    const start: [number, number] = r.kind === 'migrate' ? [r.volume, Math.max(this.#cursor[1], r.offset)] : this.#cursor;
-    let planned = planBatch(this.pool.map.from(start[0], start[1]), needs, limits);
+    const scope = this.#scope();
+    if (!scope) return undefined;
+    if (scope.to === undefined) throw new UserError('no backend has room for the data being moved');
+    const limits = { ...this.opts.limits, bytes: scope.bytes };
+    const [volume, offset] = this.#cursor;
+    let planned = planBatch(this.#extents(volume, offset), scope.needs, limits);
     if (!planned && !this.#wrapped) {
       this.#wrapped = true;
-      planned = planBatch(this.pool.map.from(r.kind === 'migrate' ? r.volume : 0, r.kind === 'migrate' ? r.offset : 0), needs, limits);
+      planned = planBatch(this.#extents(...this.#origin()), scope.needs, limits);
     }
     if (!planned) return undefined;
-    if (planned.volume !== start[0] || planned.start < start[1]) this.#wrapped = true;
-    const last = planned.moves[planned.moves.length - 1]!;
-    if (r.kind === 'migrate' && last.vstart + last.len > r.offset + r.length) {
-      last.len = Math.max(0, r.offset + r.length - last.vstart);
-      planned.bytes = planned.moves.reduce((n, m) => n + m.len, 0);
-      planned.end = last.vstart + last.len;
-    }
+    if (planned.volume !== volume || planned.start < offset) this.#wrapped = true;
     this.#cursor = [planned.volume, planned.end];
-    return { planned, to: this.#target(r, last.from.backend) };
+    return { planned, to: scope.to };
   }
 
   // One batch
@@ -207,7 +204,7 @@ export class LayoutController {
     const parts: Participant[] = serving.map((d) => ({ daemon: d, session: new ControlSession(d.socket), heldAt: Date.now() }));
     try {
       // HOLD
-      const held = await this.#ask(parts, 'hold', () => ({ op: 'hold', change: id, seq: batch.seq, volume: batch.volume, start: batch.start, end: batch.end }));
+      const held = await this.#ask(parts, 'hold', { op: 'hold', change: id, seq: batch.seq, volume: batch.volume, start: batch.start, end: batch.end });
       if (held.length > 0) return this.#abort(reloc, parts, held, 'did not hold', batch.volume);
       // COPY
       const moves = this.#allocate(reloc, planned, to);
@@ -221,34 +218,32 @@ export class LayoutController {
           this.#log.assertLease(id);
           this.#assertStillHeld(batch, serving);
           const g = reloc.apply(batch.volume, moves);
-          this.#log.updateInTxn(id, (c) => ({ ...c, phase: 'apply', batch: { ...batch, moves, state: 'applied' } }));
+          this.#change = this.#log.updateInTxn(id, (c) => ({ ...c, phase: 'apply', batch: { ...batch, moves, state: 'applied' } }));
           return g;
         });
       } catch (err) {
         if (!(err instanceof StaleBatch)) throw err;
         return this.#abort(reloc, parts, [], err.message, batch.volume);
       }
-      this.#change = this.#log.get(id);
-      const notApplied = await this.#ask(parts, 'apply', () => ({ op: 'apply', change: id, seq: batch.seq, volume: batch.volume, generation }));
+      const notApplied = await this.#ask(parts, 'apply', { op: 'apply', change: id, seq: batch.seq, volume: batch.volume, generation });
       if (notApplied.length > 0 && this.#rollback(reloc, batch, moves, serving)) {
         const ok = parts.filter((p) => !notApplied.includes(p));
-        await this.#ask(ok, 'apply', () => ({ op: 'apply', change: id, seq: batch.seq, volume: batch.volume, generation: generation + 1 }));
+        await this.#ask(ok, 'apply', { op: 'apply', change: id, seq: batch.seq, volume: batch.volume, generation: generation + 1 });
         return this.#abort(reloc, parts, notApplied, 'did not apply', batch.volume);
       }
       // A daemon that did not report but still holds the range will see the new map when it lets go.
       if (notApplied.length > 0) this.#fence(notApplied, 'did not apply', batch.volume);
       // RELEASE: held I/O continues on the new map.
-      await this.#ask(parts.filter((p) => !notApplied.includes(p)), 'release', () => ({ op: 'release', change: id, seq: batch.seq }));
+      await this.#ask(parts.filter((p) => !notApplied.includes(p)), 'release', { op: 'release', change: id, seq: batch.seq });
       const longest = Math.max(0, ...parts.map((p) => Date.now() - p.heldAt));
       // Only a durable switch lets the old extents be reused.
       await this.pool.store.sync();
       this.pool.store.txn(() => {
         reloc.freeAll();
-        this.#log.updateInTxn(id, (c) => ({
+        this.#change = this.#log.updateInTxn(id, (c) => ({
           ...withoutBatch(c), phase: 'release', batchesDone: c.batchesDone + 1, bytesCopied: c.bytesCopied + planned.bytes, copyMs: c.copyMs + copyMs, maxHoldMs: Math.max(c.maxHoldMs, longest),
         }));
       });
-      this.#change = this.#log.get(id);
       debug('change %d batch %d: volume %d [%d,%d) %d bytes moved, copy %d ms, held %d ms', id, batch.seq, batch.volume, batch.start, batch.end, planned.bytes, copyMs, longest);
     } finally {
       for (const p of parts) p.session.close();
@@ -258,22 +253,16 @@ export class LayoutController {
   /** Records the batch and the daemons that must hold it, in the same transaction in which a daemon would start serving the volume. */
   #arm(planned: PlannedBatch): DaemonRecord[] | undefined {
     const now = Date.now();
-    this.pool.registry.list();
     return this.pool.store.txn(() => {
-      const serving = [...this.pool.store.daemons.getRange({}).map(({ value }) => value)].filter((d) => holderAlive(d) && d.volumes.includes(planned.volume));
-      const late = serving.filter((d) => !d.fenced && now - d.heartbeatAt > this.opts.timeoutMs);
-      for (const d of late) {
-        const reason = `no heartbeat for ${((now - d.heartbeatAt) / 1000).toFixed(1)} s`;
-        this.pool.registry.fence(d.id, { change: this.#change.id, at: now, reason });
-        console.error(`thinvol: daemon pid ${d.pid} (${d.mountpoint}): ${reason}: fenced; its volumes keep their allocation`);
+      const serving = this.pool.registry.serving(planned.volume);
+      const late = serving.filter((d) => !d.fenced && now - d.heartbeatAt > this.opts.timeoutMs)
+        .map((d) => ({ daemon: d.id, pid: d.pid, reason: `no heartbeat for ${((now - d.heartbeatAt) / 1000).toFixed(1)} s`, at: now }));
+      for (const f of late) {
+        this.pool.registry.fence(f.daemon, { change: this.#change.id, at: now, reason: f.reason });
+        console.error(`thinvol: daemon pid ${f.pid}: ${f.reason}: fenced; its volumes keep their allocation`);
       }
-      const fenced = serving.filter((d) => d.fenced || late.includes(d));
-      if (fenced.length > 0) {
-        this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({
-          ...c,
-          skippedVolumes: [...c.skippedVolumes, planned.volume],
-          fenced: [...c.fenced, ...late.map((d) => ({ daemon: d.id, pid: d.pid, reason: `no heartbeat for ${((now - d.heartbeatAt) / 1000).toFixed(1)} s`, at: now }))],
-        }));
+      if (late.length > 0 || serving.some((d) => d.fenced)) {
+        this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({ ...c, skippedVolumes: [...c.skippedVolumes, planned.volume], fenced: [...c.fenced, ...late] }));
         return undefined;
       }
       const batch: BatchRecord = { seq: this.#change.nextSeq, volume: planned.volume, start: planned.start, end: planned.end, moves: planned.moves, daemons: serving.map((d) => d.id), state: 'holding', startedAt: now };
@@ -283,9 +272,9 @@ export class LayoutController {
   }
 
   /** Sends a request to every participant; returns those that failed (no answer in time, or an error). */
-  async #ask(parts: Participant[], phase: DaemonReport['phase'], request: (p: Participant) => object): Promise<Participant[]> {
+  async #ask(parts: Participant[], phase: DaemonReport['phase'], request: object): Promise<Participant[]> {
     const sent = Date.now();
-    const results = await Promise.allSettled(parts.map((p) => p.session.request(request(p), this.opts.timeoutMs)));
+    const results = await Promise.allSettled(parts.map((p) => p.session.request(request, this.opts.timeoutMs)));
     const failed: Participant[] = [];
     const reports: DaemonReport[] = results.map((r, i) => {
       const p = parts[i]!;
@@ -320,8 +309,8 @@ export class LayoutController {
     for (const d of serving) {
       if (!this.pool.registry.holding(d.id, this.#change.id, batch.seq)) throw new StaleBatch(`daemon pid ${d.pid} no longer holds the range`);
     }
-    for (const { value } of this.pool.store.daemons.getRange({})) {
-      if (holderAlive(value) && value.volumes.includes(batch.volume) && !batch.daemons.includes(value.id)) throw new StaleBatch(`daemon pid ${value.pid} started serving the volume`);
+    for (const d of this.pool.registry.serving(batch.volume)) {
+      if (!batch.daemons.includes(d.id)) throw new StaleBatch(`daemon pid ${d.pid} started serving the volume`);
     }
   }
 
@@ -365,14 +354,7 @@ export class LayoutController {
   }
 
   async #dropReservations(): Promise<void> {
-    await Promise.allSettled(this.pool.registry.list().filter((d) => !d.fenced).map(async (d) => {
-      const s = new ControlSession(d.socket);
-      try {
-        await s.request({ op: 'drop-reservations' }, this.opts.timeoutMs);
-      } finally {
-        s.close();
-      }
-    }));
+    await Promise.allSettled(this.pool.registry.list().filter((d) => !d.fenced).map((d) => controlRequest(d.socket, { op: 'drop-reservations' }, this.opts.timeoutMs)));
   }
 }
 

@@ -403,7 +403,8 @@ export class Pool {
     this.store.backends.put(id, { ...b, allocatedBytes: b.allocatedBytes + allocated, reservedBytes: b.reservedBytes + reserved });
   }
 
-  private mostFreeBackend(): number | undefined {
+  /** The backend new space goes to: the one with most free space, draining ones excluded. */
+  mostFreeBackend(): number | undefined {
     let best: BackendRecord | undefined;
     for (const b of this.backendList()) {
       if (b.draining === true) continue;

@@ -21,23 +21,15 @@ export type Health = 'ok' | 'late' | 'fenced';
 export class Registry {
   constructor(private readonly store: PoolStore) {}
 
-  register(holder: Holder, mountpoint: string, socket: string): DaemonRecord {
+  register(holder: Holder, mountpoint: string, socket: string): void {
     const id = holderId(holder);
     const now = Date.now();
-    return this.store.txn(() => {
-      const prev = this.store.daemons.get(id);
-      const rec: DaemonRecord = { ...holder, id, mountpoint, socket, startedAt: prev?.startedAt ?? now, heartbeatAt: now, epoch: (prev?.epoch ?? 0) + 1, volumes: prev?.volumes ?? [], holds: [] };
-      this.store.daemons.put(id, rec);
-      return rec;
-    });
+    const rec: DaemonRecord = { ...holder, id, mountpoint, socket, startedAt: now, heartbeatAt: now, epoch: 1, volumes: [], holds: [] };
+    this.store.txn(() => { this.store.daemons.put(id, rec); });
   }
 
   unregister(id: string): void {
     this.store.txn(() => { this.store.daemons.remove(id); });
-  }
-
-  get(id: string): DaemonRecord | undefined {
-    return this.store.daemons.get(id);
   }
 
   /** Live daemons; records of processes that are gone are removed. */
@@ -48,9 +40,9 @@ export class Registry {
     return all.filter((d) => holderAlive(d));
   }
 
-  /** Daemons serving a volume. */
+  /** Live daemons serving a volume; a plain read, usable inside a transaction. */
   serving(volume: number): DaemonRecord[] {
-    return this.list().filter((d) => d.volumes.includes(volume));
+    return [...this.store.daemons.getRange({}).map(({ value }) => value)].filter((d) => holderAlive(d) && d.volumes.includes(volume));
   }
 
   /**

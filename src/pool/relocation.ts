@@ -29,8 +29,9 @@ export class Relocation {
 
   /**
    * Points each move's volume range at its new run; the old runs stay reserved by the change.
-   * Throws StaleBatch, changing nothing, if any range is no longer mapped where the move says.
-   * Inside a transaction. Returns the volume's new map generation.
+   * Throws StaleBatch if any range is no longer mapped where the move says; inside the
+   * caller's transaction, which the throw aborts, so nothing changes. Returns the volume's new
+   * map generation.
    */
   apply(volumeId: number, moves: Move[]): number {
     for (const m of moves) {
@@ -39,8 +40,6 @@ export class Relocation {
       if (now.length !== 1 || !e || e.vstart !== m.vstart || e.len !== m.len || e.backend !== m.from.backend || e.boff !== m.from.boff) {
         throw new StaleBatch(`volume ${volumeId} [${m.vstart},+${m.len}) changed while it was being moved`);
       }
-    }
-    for (const m of moves) {
       if (!m.to) throw new Error(`move of volume ${volumeId} at ${m.vstart} has no destination`);
       this.pool.map.remove(volumeId, m.vstart, m.len);
       this.pool.map.insert(volumeId, { vstart: m.vstart, len: m.len, backend: m.to.backend, boff: m.to.boff });

@@ -15,7 +15,6 @@ interface StatusDaemon { id: string; pid: number; mountpoint: string; health: st
 interface Status { daemons: StatusDaemon[]; controller?: { pid: number; change: number }; running?: ChangeRecord; changes: ChangeRecord[] }
 
 function snapshot(pool: Pool): Status {
-  pool.store.freshView();
   const daemons = pool.registry.list().map((d) => ({
     id: d.id, pid: d.pid, mountpoint: d.mountpoint, health: pool.registry.health(d, LATE_MS), heartbeatAgeMs: Date.now() - d.heartbeatAt,
     epoch: d.epoch, volumes: d.volumes.map((v) => pool.volumeById(v)?.name ?? String(v)), holds: d.holds.length,
