@@ -100,10 +100,14 @@ export class Reclaimer {
       if (end <= start) continue;
       for (const e of this.pool.map.lookup(this.io.id, start, end - start)) {
         report.candidateBytes += e.len;
-        if (this.#oldEnough(e.vstart, e.vstart + e.len, scan)) releasable.push({ offset: e.vstart, len: e.len });
-        else report.keptRecentBytes += e.len;
+        for (const p of this.#oldPieces(e.vstart, e.vstart + e.len, scan)) {
+          const last = releasable[releasable.length - 1];
+          if (last && last.offset + last.len === p.offset) last.len += p.len;
+          else releasable.push(p);
+        }
       }
     }
+    report.keptRecentBytes = report.candidateBytes - releasable.reduce((n, r) => n + r.len, 0);
     if (!dryRun) {
       for (const r of releasable) report.releasedBytes += await this.#release(r, seq);
       if (report.releasedBytes > 0) this.pool.addReclaimed(this.io.id, report.releasedBytes);
@@ -115,12 +119,16 @@ export class Reclaimer {
     return report;
   }
 
-  #oldEnough(start: number, end: number, now: Scan): boolean {
-    if (this.cold) return true;
-    const w = this.history.lastWrite(start, end);
-    if (w === 0) return true;
-    const after = this.#scans.find((s) => s.seq >= w);
-    return after !== undefined && now.commits >= after.commits + 2;
+  /** The parts of [start, end) whose last write is old enough, judged chunk by chunk. */
+  *#oldPieces(start: number, end: number, now: Scan): Generator<ByteRange> {
+    if (this.cold) {
+      yield { offset: start, len: end - start };
+      return;
+    }
+    for (const p of this.history.pieces(start, end)) {
+      const after = p.seq === 0 ? undefined : this.#scans.find((s) => s.seq >= p.seq);
+      if (p.seq === 0 || (after !== undefined && now.commits >= after.commits + 2)) yield { offset: p.start, len: p.end - p.start };
+    }
   }
 
   async #release(r: ByteRange, scanSeq: number): Promise<number> {

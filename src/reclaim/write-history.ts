@@ -1,8 +1,14 @@
-const CHUNK = 1024 * 1024;
+/**
+ * Fine enough that a block the guest freed is rarely judged by a neighbour it rewrote (XFS
+ * reuses freed space close by), coarse enough that MAX_CHUNKS covers 512 MiB of recent writes.
+ */
+const CHUNK = 64 * 1024;
 const MAX_CHUNKS = 8_192;
 
+export interface WrittenPiece { start: number; end: number; seq: number }
+
 /**
- * When each 1 MiB chunk of a volume was last written, as a write sequence number. Bounded:
+ * When each 64 KiB chunk of a volume was last written, as a write sequence number. Bounded:
  * past MAX_CHUNKS the least recently written chunks are dropped and `floor` remembers the
  * newest sequence dropped, so an unknown chunk is assumed written then (never earlier).
  */
@@ -31,7 +37,14 @@ export class WriteHistory {
   /** Latest write sequence touching [start, end); 0 = not written since the daemon started. */
   lastWrite(start: number, end: number): number {
     let last = 0;
-    for (let c = Math.floor(start / CHUNK); c * CHUNK < end; c++) last = Math.max(last, this.#chunks.get(c) ?? this.#floor);
+    for (const p of this.pieces(start, end)) last = Math.max(last, p.seq);
     return last;
+  }
+
+  /** [start, end) cut at chunk boundaries, each piece with its latest write sequence. */
+  *pieces(start: number, end: number): Generator<WrittenPiece> {
+    for (let c = Math.floor(start / CHUNK); c * CHUNK < end; c++) {
+      yield { start: Math.max(start, c * CHUNK), end: Math.min(end, (c + 1) * CHUNK), seq: this.#chunks.get(c) ?? this.#floor };
+    }
   }
 }
