@@ -126,9 +126,15 @@ export class Reclaimer {
       return;
     }
     for (const p of this.history.pieces(start, end)) {
-      const after = p.seq === 0 ? undefined : this.#scans.find((s) => s.seq >= p.seq);
-      if (p.seq === 0 || (after !== undefined && now.commits >= after.commits + 2)) yield { offset: p.start, len: p.end - p.start };
+      if (this.#oldEnough(p.seq, now)) yield { offset: p.start, len: p.end - p.start };
     }
+  }
+
+  /** Whether a last write `w` (0 = none since the daemon started) is old enough by `now`. */
+  #oldEnough(w: number, now: Scan): boolean {
+    if (w === 0) return true;
+    const after = this.#scans.find((s) => s.seq >= w);
+    return after !== undefined && now.commits >= after.commits + 2;
   }
 
   async #release(r: ByteRange, scanSeq: number): Promise<number> {
