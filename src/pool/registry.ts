@@ -34,15 +34,20 @@ export class Registry {
 
   /** Live daemons; records of processes that are gone are removed. */
   list(): DaemonRecord[] {
-    const all = [...this.store.daemons.getRange({}).map(({ value }) => value)];
-    const dead = all.filter((d) => !holderAlive(d));
+    const live: DaemonRecord[] = [];
+    const dead: DaemonRecord[] = [];
+    for (const d of this.#records()) (holderAlive(d) ? live : dead).push(d);
     if (dead.length > 0) this.store.txn(() => { for (const d of dead) this.store.daemons.remove(d.id); });
-    return all.filter((d) => holderAlive(d));
+    return live;
   }
 
   /** Live daemons serving a volume; a plain read, usable inside a transaction. */
   serving(volume: number): DaemonRecord[] {
-    return [...this.store.daemons.getRange({}).map(({ value }) => value)].filter((d) => holderAlive(d) && d.volumes.includes(volume));
+    return this.#records().filter((d) => d.volumes.includes(volume) && holderAlive(d));
+  }
+
+  #records(): DaemonRecord[] {
+    return [...this.store.daemons.getRange({}).map(({ value }) => value)];
   }
 
   /**
