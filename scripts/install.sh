@@ -15,8 +15,8 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
-# npm ci refuses this lock file (npm 11 omits optional per-platform packages of msgpackr-extract).
-npm install --no-audit --no-fund
+# npm ci: the lock file is the install (reproducible installs).
+npm ci --no-audit --no-fund
 npm run build
 
 ln -sf "$PWD/bin/mount.fuse.thinvol" /usr/sbin/mount.fuse.thinvol
