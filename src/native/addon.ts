@@ -1,0 +1,54 @@
+import * as path from 'node:path';
+
+/** What the native addon (native/*.c, built by binding.gyp) exports. */
+export interface NativeAddon {
+  /** flock(2), retried on EINTR: 0, or the positive errno. Throws TypeError unless both are int32. */
+  readonly flock: (fd: number, op: number) => number;
+  readonly LOCK_SH: number;
+  readonly LOCK_EX: number;
+  readonly LOCK_UN: number;
+  readonly LOCK_NB: number;
+}
+
+/** This file compiles to dist/src/native/addon.js, three levels below the repo root. */
+const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
+
+/**
+ * Where the addon is loaded from: the directory $THINVOL_NATIVE_BUILD (relative to the repo
+ * root, or absolute) if set, else build/Release, where node-gyp puts it.
+ */
+export function addonPath(): string {
+  const dir = process.env.THINVOL_NATIVE_BUILD || path.join('build', 'Release');
+  return path.resolve(REPO_ROOT, dir, 'thinvol_native.node');
+}
+
+let loaded: NativeAddon | undefined;
+
+/** The addon, loaded on first use, so that importing this module never fails. */
+export function nativeAddon(): NativeAddon {
+  loaded ??= load(addonPath());
+  return loaded;
+}
+
+function load(file: string): NativeAddon {
+  let exports: unknown;
+  try {
+    exports = require(file);
+  } catch (err: unknown) {
+    if (err instanceof Error && (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') {
+      throw new Error(`thinvol's native addon is not built: run npm run build (no ${file})`);
+    }
+    throw err;
+  }
+  if (!isNativeAddon(exports)) {
+    throw new Error(`thinvol's native addon is out of date: run npm run build (${file})`);
+  }
+  return exports;
+}
+
+function isNativeAddon(x: unknown): x is NativeAddon {
+  if (typeof x !== 'object' || x === null) return false;
+  const m = x as Record<string, unknown>;
+  return typeof m.flock === 'function' &&
+    ['LOCK_SH', 'LOCK_EX', 'LOCK_UN', 'LOCK_NB'].every((k) => typeof m[k] === 'number');
+}
