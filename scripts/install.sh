@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="libfuse2 fuse3 e2fsprogs xfsprogs qemu-utils qemu-system-common fio util-linux"
+# build-essential and python3: node-gyp compiles the native addon during npm install.
+PKGS="libfuse2 fuse3 e2fsprogs xfsprogs qemu-utils qemu-system-common fio util-linux build-essential python3"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
