@@ -191,3 +191,30 @@ export function blocksNotIn(a: BlockRange[], b: BlockRange[]): BlockRange[] {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+export interface GroupInfo { group: number; first: number; last: number; blockBitmap: number; freeBlocks: number }
+
+/** Per-group layout and recorded free count per dumpe2fs (home metadata, no journal replay). */
+export async function dumpe2fsGroups(img: string): Promise<GroupInfo[]> {
+  const out = await sh('dumpe2fs', [img]);
+  const groups: GroupInfo[] = [];
+  let cur: Partial<GroupInfo> | undefined;
+  for (const line of out.split('\n')) {
+    const g = /^Group (\d+): \(Blocks (\d+)-(\d+)/.exec(line);
+    if (g !== null) {
+      cur = { group: Number(g[1]), first: Number(g[2]), last: Number(g[3]) };
+      continue;
+    }
+    if (cur === undefined) continue;
+    const bb = /^\s+Block bitmap at (\d+)/.exec(line);
+    if (bb !== null) cur.blockBitmap = Number(bb[1]);
+    const fb = /^\s+(\d+) free blocks,/.exec(line);
+    if (fb !== null) {
+      cur.freeBlocks = Number(fb[1]);
+      if (cur.blockBitmap === undefined) throw new Error(`dumpe2fs: group ${String(cur.group)} has no block bitmap line`);
+      groups.push(cur as GroupInfo);
+      cur = undefined;
+    }
+  }
+  return groups;
+}

@@ -13,6 +13,10 @@ export interface GroupDesc {
   flags: number;
   /** Stored block bitmap checksum: 16 bits with 32-byte descriptors, 32 bits otherwise. */
   blockBitmapCsum: number;
+  /** bg_free_blocks_count: free bitmap bits (clusters; blocks without bigalloc) the filesystem records for the group. */
+  freeBlocksCount: number;
+  /** Width of the stored free count: 16 bits with 32-byte descriptors, 32 otherwise. */
+  freeBlocksCountBits: 16 | 32;
   /** BLOCK_UNINIT, honoured only when descriptors are checksummed (as the kernel does). */
   blockUninit: boolean;
 }
@@ -51,6 +55,7 @@ export function parseGroupDesc(sb: Ext4Superblock, g: number, desc: Buffer): Par
   const inodeTable = desc.readUInt32LE(0x08) + hi(0x28);
   const flags = desc.readUInt16LE(0x12);
   const blockBitmapCsum = desc.readUInt16LE(0x18) + (wide ? desc.readUInt16LE(0x38) * 0x10000 : 0);
+  const freeBlocksCount = desc.readUInt16LE(0x0c) + (wide ? desc.readUInt16LE(0x2c) * 0x10000 : 0);
   const itBlocks = inodeTableBlocks(sb);
   const inFs = (b: number, n: number): boolean => b >= sb.firstDataBlock && b + n <= sb.blocksCount;
   if (!inFs(blockBitmap, 1)) return refuse(`group ${g} block bitmap at ${blockBitmap} lies outside the filesystem`);
@@ -70,6 +75,8 @@ export function parseGroupDesc(sb: Ext4Superblock, g: number, desc: Buffer): Par
     inodeTable,
     flags,
     blockBitmapCsum,
+    freeBlocksCount,
+    freeBlocksCountBits: wide ? 32 : 16,
     blockUninit: (flags & BG_BLOCK_UNINIT) !== 0 && (sb.metadataCsum || sb.gdtCsum),
   });
 }
