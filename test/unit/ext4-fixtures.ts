@@ -218,3 +218,9 @@ export async function dumpe2fsGroups(img: string): Promise<GroupInfo[]> {
   }
   return groups;
 }
+
+/** Physical blocks holding the data of a file, per debugfs. */
+export async function fileBlocks(img: string, path: string): Promise<number[]> {
+  const out = await sh('debugfs', ['-R', `blocks ${path}`, img]);
+  return out.split(/\s+/).filter((t) => t !== '').map(Number);
+}

@@ -39,6 +39,14 @@ export function synthesizeUninitBitmap(sb: Ext4Superblock, g: number, desc: Grou
   return bitmap;
 }
 
+/**
+ * Whether `bitmapFree` clear bits agree with the free count the group's descriptor records,
+ * compared in the width the descriptor stores it in. Both are in bitmap bits (clusters).
+ */
+export function freeCountAgrees(bitmapFree: number, desc: GroupDesc): boolean {
+  return bitmapFree % 2 ** desc.freeBlocksCountBits === desc.freeBlocksCount;
+}
+
 /** Runs of clear bits among the first nbits of bitmap, as blocks starting at firstBlock. */
 export function freeRuns(bitmap: Buffer, nbits: number, firstBlock: number): BlockRun[] {
   const runs: BlockRun[] = [];

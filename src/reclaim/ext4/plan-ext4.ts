@@ -1,5 +1,5 @@
 import { ByteRange, PlanResult, Planner, VolumeReader } from '../planner';
-import { blockBitmapChecksumOk, freeRuns, synthesizeUninitBitmap } from './block-bitmap';
+import { blockBitmapChecksumOk, freeCountAgrees, freeRuns, synthesizeUninitBitmap } from './block-bitmap';
 import { BlockRun, mergeRuns, subtractRuns } from './block-runs';
 import { fetchBlocks } from './fetch-blocks';
 import { GroupDesc, parseGroupDesc } from './group-desc';
@@ -13,6 +13,8 @@ import { EXT4_SUPERBLOCK_OFFSET, EXT4_SUPERBLOCK_SIZE, Ext4Superblock, hasExt4Ma
 
 /** Groups whose bitmaps are fetched and scanned together: bounds memory on large filesystems. */
 const BITMAP_BATCH_GROUPS = 1024;
+/** Skipped groups named one per note; the rest are only counted, so a badly damaged filesystem cannot flood the report. */
+const MAX_SKIP_NOTES = 16;
 
 class Refusal extends Error {}
 
@@ -89,6 +91,7 @@ async function plan(volume: VolumeReader, superblock: Buffer): Promise<PlanResul
   const free: BlockRun[] = [];
   let uninit = 0;
   let fromJournal = 0;
+  let disagreeing = 0;
   for (let batch = 0; batch < sb.groupCount; batch += BITMAP_BATCH_GROUPS) {
     const end = Math.min(sb.groupCount, batch + BITMAP_BATCH_GROUPS);
     const need: number[] = [];
@@ -113,8 +116,32 @@ async function plan(volume: VolumeReader, superblock: Buffer): Promise<PlanResul
           continue;
         }
       }
-      free.push(...freeRuns(bitmap, groupBlockCount(sb, g), groupFirstBlock(sb, g)));
+      // Without metadata_csum nothing vouches for a bitmap's bytes (a zeroed one reads as all
+      // free), so its clear bits must match the free count of the group's committed descriptor;
+      // for BLOCK_UNINIT this also checks the synthesis against what mke2fs recorded. The kernel
+      // changes bitmap and count together, under the group lock in one journal handle
+      // (ext4_mb_mark_context; in older kernels ext4_mb_mark_diskspace_used, ext4_mb_clear_bb),
+      // so each committed transaction carries both or neither. Legitimate disagreements remain,
+      // and skip the group like damage does: the reads of a mounted volume are not one snapshot
+      // (descriptors are read before the journal, bitmaps after, and a checkpoint in between shows
+      // in one only); online resize journals a grown last group with the new block count, while
+      // groupBlockCount uses the home superblock's; fast-commit replay writes bitmap and
+      // descriptor home one after the other, outside the journal. Bits past the filesystem end
+      // are set by the kernel and excluded from its count, so only the group's real bits count.
+      const runs = freeRuns(bitmap, groupBlockCount(sb, g), groupFirstBlock(sb, g));
+      const bitmapFree = runs.reduce((n, r) => n + r.count, 0);
+      if (!freeCountAgrees(bitmapFree, d)) {
+        if (disagreeing < MAX_SKIP_NOTES) {
+          notes.push(`group ${g}: bitmap shows ${bitmapFree} free blocks, its descriptor says ${d.freeBlocksCount}: nothing released from it`);
+        }
+        disagreeing++;
+        continue;
+      }
+      free.push(...runs);
     }
+  }
+  if (disagreeing > MAX_SKIP_NOTES) {
+    notes.push(`${disagreeing - MAX_SKIP_NOTES} more group(s) whose bitmap disagrees with its descriptor's free count: nothing released from them`);
   }
   notes.push(`${sb.groupCount} groups: ${fromJournal} bitmap(s) from the journal, ${uninit} synthesised for BLOCK_UNINIT`);
 
