@@ -1,16 +1,18 @@
-import type { Pool } from '../pool/pool';
-import { FileBackend } from './file-backend';
+import type { BackendRecord } from '../store/records';
+import type { Backend } from './backend';
+
+export type BackendOpener = (record: BackendRecord) => Promise<Backend>;
 
 /** The open backends of a pool, opened on first use (a backend may be added while mounted). */
 export class BackendSet {
-  readonly #open = new Map<number, Promise<FileBackend>>();
+  readonly #open = new Map<number, Promise<Backend>>();
 
-  constructor(private readonly pool: Pool) {}
+  constructor(private readonly recordOf: (id: number) => BackendRecord, private readonly opener: BackendOpener) {}
 
-  get(id: number): Promise<FileBackend> {
+  get(id: number): Promise<Backend> {
     let b = this.#open.get(id);
     if (!b) {
-      b = FileBackend.open(this.pool.backend(id));
+      b = this.opener(this.recordOf(id));
       b.catch(() => this.#open.delete(id));
       this.#open.set(id, b);
     }

@@ -1,24 +1,56 @@
-import { close, fdatasync, open, read, write, constants } from 'node:fs';
+import { close, fdatasync, fstat, open, read, write, constants } from 'node:fs';
 import { promisify } from 'node:util';
-import type { BackendRecord } from '../pool/records';
+import { lockFile } from '../native/flock';
+import type { BackendRecord } from '../store/records';
+import type { Backend } from './backend';
+import { LABEL_BYTES, parseLabel } from './backend-label';
 
 const openP = promisify(open);
 const readP = promisify(read);
 const writeP = promisify(write);
 const fdatasyncP = promisify(fdatasync);
 const closeP = promisify(close);
+const fstatP = promisify(fstat);
 
-/** A backend file or block device, addressed by byte offset. Ranges are checked by the caller. */
-export class FileBackend {
-  #dirty = false;
+/** An I/O error with its errno, for the FUSE boundary and the CLI. */
+function ioError(message: string, cause?: unknown): Error & { code: string } {
+  return Object.assign(new Error(message, cause === undefined ? undefined : { cause }), { code: 'EIO' });
+}
+
+/** A backend file or block device, addressed by byte offset. */
+export class FileBackend implements Backend {
+  /** Writes completed so far, and how many of them a finished fdatasync covers. */
+  #completed = 0;
+  #durable = 0;
 
   private constructor(readonly record: BackendRecord, private readonly fd: number) {}
 
-  static async open(record: BackendRecord): Promise<FileBackend> {
+  /**
+   * Opens a backend of pool `poolUuid`, holding a shared flock on it while open (so that no
+   * other pool can take it). Refused: a file or device without this pool's label for this
+   * backend (a wrong path, a copy of another backend), or one shorter than the space the pool
+   * records for it (truncated while unmounted).
+   */
+  static async open(record: BackendRecord, poolUuid: string): Promise<FileBackend> {
+    const fd = await openP(record.path, constants.O_RDWR);
     try {
-      return new FileBackend(record, await openP(record.path, constants.O_RDWR));
+      if (!lockFile(fd, 'shared', false)) throw ioError(`backend ${record.id} (${record.path}) is locked by another process (another pool is adding it?)`);
+      const st = await fstatP(fd);
+      const end = record.dataStart + record.capacityBytes;
+      if (st.isFile() && st.size < end) {
+        throw ioError(`backend ${record.id} (${record.path}) is ${st.size} bytes, shorter than the ${end} bytes the pool uses: it was truncated; restore it before using the pool`);
+      }
+      if (record.dataStart >= LABEL_BYTES) {
+        const head = Buffer.alloc(LABEL_BYTES);
+        await readP(fd, head, 0, LABEL_BYTES, 0);
+        const l = parseLabel(head);
+        const why = !l.ok ? l.reason : l.label.poolUuid !== poolUuid ? `it belongs to pool ${l.label.poolUuid}` : l.label.backendId !== record.id ? `it is backend ${l.label.backendId} of this pool` : undefined;
+        if (why !== undefined) throw ioError(`backend ${record.id} (${record.path}) is not this pool's backend ${record.id}: ${why}`);
+      }
+      return new FileBackend(record, fd);
     } catch (err) {
-      throw new Error(`cannot open backend ${record.id} (${record.path}): ${(err as Error).message}`);
+      await closeP(fd);
+      throw err;
     }
   }
 
@@ -26,24 +58,26 @@ export class FileBackend {
     let done = 0;
     while (done < len) {
       const { bytesRead } = await readP(this.fd, buf, bufOffset + done, len - done, pos + done);
-      if (bytesRead === 0) { buf.fill(0, bufOffset + done, bufOffset + len); return; }
+      if (bytesRead === 0) throw ioError(`backend ${this.record.id} (${this.record.path}) ends at ${pos + done}, inside space the pool uses: it was truncated`);
       done += bytesRead;
     }
   }
 
   async write(buf: Buffer, bufOffset: number, len: number, pos: number): Promise<void> {
-    this.#dirty = true;
     let done = 0;
     while (done < len) {
       const { bytesWritten } = await writeP(this.fd, buf, bufOffset + done, len - done, pos + done);
       done += bytesWritten;
     }
+    this.#completed++;
   }
 
+  /** Overlapping calls each wait for an fdatasync that started after their writes completed. */
   async flush(): Promise<void> {
-    if (!this.#dirty) return;
-    this.#dirty = false;
+    const target = this.#completed;
+    if (target <= this.#durable) return;
     await fdatasyncP(this.fd);
+    this.#durable = Math.max(this.#durable, target);
   }
 
   close(): Promise<void> {

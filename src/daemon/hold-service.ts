@@ -1,6 +1,6 @@
 import type { ControlConnection } from '../control/control-server';
 import type { Pool } from '../pool/pool';
-import type { HoldRecord } from '../pool/records';
+import type { HoldRecord } from '../store/records';
 import { logger } from '../util/log';
 import type { VolumeIo } from '../volume/volume-io';
 
@@ -45,7 +45,15 @@ export class HoldService {
     if (this.#holds.has(key)) throw new Error(`batch ${key} is already held`);
     const io = this.ioOf(record.volume);
     const unlock = io ? await io.lock.acquire(record.start, record.end, true) : () => undefined;
-    const refused = this.pool.registry.addHold(this.id, record);
+    let refused: string | undefined;
+    try {
+      // The controller planned from the store: what this daemon has not committed must be there.
+      await io?.commit();
+      refused = this.pool.registry.addHold(this.id, record);
+    } catch (err) {
+      unlock();
+      throw err;
+    }
     if (refused !== undefined) {
       unlock();
       throw new Error(`hold refused: ${refused}`);

@@ -1,6 +1,5 @@
 import Fuse from 'fuse-native';
 import { promises as fs } from 'node:fs';
-import { BackendSet } from '../backend/backend-set';
 import { FuseOps } from '../fuse/fuse-ops';
 import { holderId, selfHolder } from '../pool/holder';
 import type { Pool } from '../pool/pool';
@@ -11,7 +10,8 @@ import { HoldService } from './hold-service';
 
 const debug = logger('daemon');
 
-const SYNC_INTERVAL_MS = 5000;
+/** Batched map changes are committed this often: what a crash without fsync can lose (like dm-thin's commit period). */
+const COMMIT_INTERVAL_MS = 1000;
 const WATCH_INTERVAL_MS = 1000;
 const RECLAIM_INTERVAL_MS = 2000;
 const HEARTBEAT_INTERVAL_MS = 1000;
@@ -35,7 +35,9 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   const holder = selfHolder();
   const daemonId = holderId(holder);
   pool.recoverStaleReservations();
-  const backends = new BackendSet(pool);
+  const backends = pool.backendSet();
+  // A missing, foreign or truncated backend refuses the mount rather than failing the guest's I/O later.
+  for (const b of pool.backendList()) await backends.get(b.id);
   const ops = new FuseOps(pool, backends, holder, daemonId);
   const holds = new HoldService(pool, daemonId, (v) => ops.ioOf(v), () => [...ops.openVolumes].map((ov) => ov.io));
   const fuse = new Fuse(mnt, ops.ops(), {
@@ -65,7 +67,11 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
 
   let stopping = false;
   const done = new Promise<void>((resolve) => {
-    const syncTimer = setInterval(() => { pool.store.sync().catch((err: unknown) => console.error(`thinvol: periodic sync failed: ${String(err)}`)); }, SYNC_INTERVAL_MS);
+    const commitTimer = setInterval(() => {
+      for (const ov of ops.openVolumes) {
+        if (ov.io.dirty) ov.io.commit().catch((err: unknown) => console.error(`thinvol: periodic commit of volume ${ov.io.id} failed: ${String(err)}`));
+      }
+    }, COMMIT_INTERVAL_MS);
     let reclaiming = false;
     const reclaimTimer = setInterval(() => {
       if (!options.autoReclaim || reclaiming) return;
@@ -74,7 +80,9 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
     }, RECLAIM_INTERVAL_MS);
     const heartbeatTimer = setInterval(() => {
       try {
-        const fence = pool.registry.heartbeat(daemonId);
+        let freeing = 0;
+        for (const ov of ops.openVolumes) freeing += ov.io.freeingBytes;
+        const fence = pool.registry.heartbeat(daemonId, freeing);
         if (fence) console.error(`thinvol: this daemon was fenced by change ${fence.change} (${fence.reason}); re-registered`);
       } catch (err) {
         console.error(`thinvol: heartbeat failed: ${String(err)}`);
@@ -86,7 +94,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
     const finish = (): void => {
       if (stopping) return;
       stopping = true;
-      clearInterval(syncTimer);
+      clearInterval(commitTimer);
       clearInterval(watchTimer);
       clearInterval(reclaimTimer);
       clearInterval(heartbeatTimer);
@@ -103,7 +111,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   await done;
   debug('unmounted; shutting down');
   holds.releaseAll();
-  for (const ov of ops.openVolumes) ov.io.close();
+  for (const ov of [...ops.openVolumes]) await ov.io.close();
   await backends.flushAll();
   await backends.closeAll();
   control.close();

@@ -1,6 +1,6 @@
 import type { BackendSet } from '../backend/backend-set';
 import type { Pool } from '../pool/pool';
-import { BLOCK, type Holder, type VolumeRecord } from '../pool/records';
+import { BLOCK, type Holder, type VolumeRecord } from '../store/records';
 import { FsError, UserError } from '../util/errors';
 import { logger } from '../util/log';
 import { coldReclaim, Reclaimer, type ReclaimReport } from '../reclaim/reclaimer';
@@ -106,28 +106,33 @@ export class FuseOps {
       this.#open.set(v.id, ov);
     }
     if (writable && !ov.reclaimer) {
-      ov.reclaimer = new Reclaimer(this.pool, ov.io, false);
-      ov.io.history = ov.reclaimer.history;
+      const reclaimer = new Reclaimer(ov.io, false);
+      ov.reclaimer = reclaimer;
+      ov.io.onWrite = (a, b) => reclaimer.history.record(a, b);
     }
     ov.handles++;
     if (writable) ov.writers++;
     return ov;
   }
 
-  #unref(volume: number, writable: boolean): void {
+  /** Drops a user; the last writer commits and hands back the volume's reservations before the claim goes. */
+  async #unref(volume: number, writable: boolean): Promise<void> {
     const ov = this.#open.get(volume);
-    if (ov) {
-      ov.handles--;
-      if (writable) ov.writers--;
-      if (ov.writers === 0) {
-        ov.io.close();
-        delete ov.reclaimer;
-        ov.io.history = undefined;
+    try {
+      if (ov) {
+        ov.handles--;
+        if (writable) ov.writers--;
+        if (writable && ov.writers === 0) {
+          delete ov.reclaimer;
+          ov.io.onWrite = undefined;
+          await ov.io.close();
+        }
+        if (ov.handles === 0 && this.#open.get(volume) === ov) this.#open.delete(volume);
       }
-      if (ov.handles === 0) this.#open.delete(volume);
+    } finally {
+      if (writable && (ov?.writers ?? 0) === 0) this.pool.unclaim(volume, this.holder);
+      this.#unserve(volume);
     }
-    if (writable && (ov?.writers ?? 0) === 0) this.pool.unclaim(volume, this.holder);
-    this.#unserve(volume);
   }
 
   #unserve(volume: number): void {
@@ -145,7 +150,7 @@ export class FuseOps {
     try {
       return await fn(ov.io);
     } finally {
-      this.#unref(v.id, writable);
+      await this.#unref(v.id, writable);
     }
   }
 
@@ -170,7 +175,9 @@ export class FuseOps {
           const t = new Date(this.pool.superblock().createdAt);
           return { mode: S_IFDIR | 0o755, uid: 0, gid: 0, size: 4096, nlink: 2, blocks: 8, blksize: BLOCK, mtime: t, atime: t, ctime: t };
         }
-        return this.#stat(this.#volume(path));
+        const v = this.#volume(path);
+        const io = this.#open.get(v.id)?.io;
+        return this.#stat(io ? { ...v, sizeBytes: io.size() } : v);
       }),
       readdir: (path: string, cb: Cb<string[]>) => run('readdir', cb, () => {
         if (path !== '/') throw new FsError('ENOTDIR', `${path} is not a directory`);
@@ -197,7 +204,7 @@ export class FuseOps {
       release: (_path: string, fd: number, cb: Cb) => run('release', cb, () => {
         const h = this.#handle(fd);
         this.#handles.delete(fd);
-        this.#unref(h.io.id, h.writable);
+        return this.#unref(h.io.id, h.writable);
       }),
       read: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => runCount('read', cb, () => this.#handle(fd).io.read(buf, len, pos)),
       write: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => runCount('write', cb, () => {
@@ -206,7 +213,7 @@ export class FuseOps {
         return h.io.write(buf.subarray(0, len), pos);
       }),
       flush: (_path: string, _fd: number, cb: Cb) => cb(0),
-      fsync: (_path: string, _datasync: number, fd: number, cb: Cb) => run('fsync', cb, () => this.#handle(fd).io.fsync()),
+      fsync: (_path: string, _datasync: number, fd: number, cb: Cb) => run('fsync', cb, () => this.#handle(fd).io.commit()),
       truncate: (path: string, size: number, cb: Cb) => run('truncate', cb, () => this.#truncate(this.#volume(path), size)),
       ftruncate: (_path: string, fd: number, size: number, cb: Cb) => run('ftruncate', cb, () => {
         const h = this.#handle(fd);
@@ -245,8 +252,8 @@ export class FuseOps {
   /** Automatic reclaim: scans each volume open for writing that was written since its last scan. */
   async autoReclaim(): Promise<void> {
     for (const ov of [...this.#open.values()]) {
-      if (!ov.reclaimer || ov.io.history === undefined || ov.io.history.seq === ov.scannedAt) continue;
-      ov.scannedAt = ov.io.history.seq;
+      if (!ov.reclaimer || ov.reclaimer.history.seq === ov.scannedAt) continue;
+      ov.scannedAt = ov.reclaimer.history.seq;
       await ov.reclaimer.run(false).catch((err: unknown) => console.error(`thinvol: reclaim of volume ${ov.io.id} failed: ${String(err)}`));
     }
   }
@@ -256,7 +263,7 @@ export class FuseOps {
     const v = this.pool.volume(name);
     const ov = this.#open.get(v.id);
     if (ov?.reclaimer) return ov.reclaimer.run(dryRun);
-    return this.#withVolume(v, true, (io) => coldReclaim(this.pool, io, dryRun));
+    return this.#withVolume(v, true, (io) => coldReclaim(io, dryRun));
   }
 
   async #truncate(v: VolumeRecord, size: number): Promise<void> {

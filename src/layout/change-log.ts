@@ -1,6 +1,6 @@
 import { holderId, selfHolder } from '../pool/holder';
 import type { Pool } from '../pool/pool';
-import type { ChangeRecord, ChangeRequest } from '../pool/records';
+import type { ChangeRecord, ChangeRequest } from '../store/records';
 import { leaseLive } from '../pool/registry';
 import { UserError } from '../util/errors';
 
@@ -36,7 +36,7 @@ export class ChangeLog {
 
   /** Newest first. */
   recent(limit: number): ChangeRecord[] {
-    return [...this.pool.store.changes.getRange({ reverse: true, limit }).map(({ value }) => value)];
+    return Array.from(this.pool.store.changes.getRange({ reverse: true, limit }), ({ value }) => value);
   }
 
   /** Takes the lease and returns the change to run: a resumed one, or a new one. */

@@ -1,7 +1,7 @@
-import { BackendSet } from '../backend/backend-set';
+import type { BackendSet } from '../backend/backend-set';
 import { ControlSession, controlRequest } from '../control/control-client';
 import type { Pool } from '../pool/pool';
-import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonReport, Move, Run } from '../pool/records';
+import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonReport, Move, Run } from '../store/records';
 import { Relocation, StaleBatch } from '../pool/relocation';
 import { UserError } from '../util/errors';
 import { logger } from '../util/log';
@@ -40,7 +40,7 @@ export class LayoutController {
 
   constructor(private readonly pool: Pool, private readonly opts: ControllerOptions) {
     this.#log = new ChangeLog(pool);
-    this.#backends = new BackendSet(pool);
+    this.#backends = pool.backendSet();
   }
 
   async run(request: ChangeRequest): Promise<ChangeRecord> {
@@ -236,8 +236,7 @@ export class LayoutController {
       // RELEASE: held I/O continues on the new map.
       await this.#ask(parts.filter((p) => !notApplied.includes(p)), 'release', { op: 'release', change: id, seq: batch.seq });
       const longest = Math.max(0, ...parts.map((p) => Date.now() - p.heldAt));
-      // Only a durable switch lets the old extents be reused.
-      await this.pool.store.sync();
+      // The apply commit was durable when it returned: the old extents may be reused now.
       this.pool.store.txn(() => {
         reloc.freeAll();
         this.#change = this.#log.updateInTxn(id, (c) => ({

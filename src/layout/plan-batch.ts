@@ -1,4 +1,4 @@
-import { BLOCK, type BackendRecord, type Extent, type Move } from '../pool/records';
+import { BLOCK, type BackendRecord, type Extent, type Move } from '../store/records';
 
 export interface BatchLimits {
   /** Most bytes moved per batch: they are copied while the range is held. */

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import type { Holder } from './records';
+import type { Holder } from '../store/records';
 
 /** Process start time in clock ticks since boot (field 22 of /proc/PID/stat), or undefined if gone or a zombie. */
 export function processStartTime(pid: number): number | undefined {

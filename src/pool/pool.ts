@@ -2,11 +2,16 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FsError, UserError } from '../util/errors';
 import { logger } from '../util/log';
-import { prepareBackend, type BackendSpec } from './backend-spec';
+import { randomUUID } from 'node:crypto';
+import { DATA_START } from '../backend/backend-label';
+import { BackendSet } from '../backend/backend-set';
+import { FileBackend } from '../backend/file-backend';
+import { identityOf, probeBackend, sameIdentity, writeLabel, type BackendSpec, type ProbedBackend } from '../backend/backend-probe';
 import { holderAlive, holderId, parseHolderId } from './holder';
-import { PoolStore } from './pool-store';
+import { LmdbStore } from '../store/lmdb-store';
+import type { MetaStore } from '../store/meta-store';
 import { Registry } from './registry';
-import { BLOCK, type BackendRecord, type Extent, type Holder, type Run, type Superblock, type VolumeRecord } from './records';
+import { BLOCK, type BackendRecord, type Extent, type Holder, type Run, type Superblock, type VolumeRecord } from '../store/records';
 import { SpaceMap } from './space-map';
 import { VolumeMap } from './volume-map';
 
@@ -32,6 +37,25 @@ function checkFileSize(size: number): void {
 /** A placement: which backend and where, with the piece of the volume it will hold. */
 export interface Placement { vstart: number; run: Run }
 
+/** A range of a volume, in bytes. */
+export interface VRange { start: number; end: number }
+
+/**
+ * What a volume's data path changed since its last commit, applied by `commitChanges` in one
+ * transaction, in this order: unmap `removes` (their space goes back to the free table), map
+ * `inserts` (written pieces of this holder's reservations), give back `released` reservations.
+ */
+export interface VolumeChanges {
+  removes: VRange[];
+  inserts: Placement[];
+  released: Run[];
+  sizeBytes?: number;
+  reclaimedBytes: number;
+  mtimeMs?: number;
+}
+
+export interface BackendInit { path: string; kind: 'file' | 'block'; dataStart: number; capacityBytes: number }
+
 /**
  * Pool metadata: superblock, backends, volumes, map and free space table, kept consistent
  * by doing every change that touches two of them in one transaction.
@@ -41,7 +65,7 @@ export class Pool {
   readonly map: VolumeMap;
   readonly registry: Registry;
 
-  private constructor(readonly dir: string, readonly store: PoolStore) {
+  constructor(readonly dir: string, readonly store: MetaStore) {
     this.space = new SpaceMap(store.free);
     this.map = new VolumeMap(store.map);
     this.registry = new Registry(store);
@@ -51,24 +75,32 @@ export class Pool {
     return join(dir, 'pool.lmdb');
   }
 
+  /** Makes a pool: its backends are probed, labelled, then recorded in a new store. */
   static async create(dir: string, specs: BackendSpec[]): Promise<Pool> {
     const abs = resolve(dir);
     if (specs.length === 0) throw new UserError('pool create needs at least one --backend PATH[:SIZE]');
     if (existsSync(Pool.metaFile(abs))) throw new UserError(`pool ${abs} already exists`);
-    const seen = new Set<string>();
+    const probed: ProbedBackend[] = [];
     for (const s of specs) {
-      if (seen.has(s.path)) throw new UserError(`backend ${s.path} given twice`);
-      seen.add(s.path);
+      const p = await probeBackend(s);
+      const twin = probed.find((o) => sameIdentity(o.identity, p.identity));
+      if (twin) throw new UserError(`backend ${p.path} is the same ${p.kind === 'block' ? 'device' : 'file'} as ${twin.path}`);
+      if (p.label) throw new UserError(`cannot use backend ${p.path}: it belongs to thinvol pool ${p.label.poolUuid} (backend ${p.label.backendId})`);
+      probed.push(p);
     }
-    const prepared: { spec: BackendSpec; kind: 'file' | 'block'; capacityBytes: number }[] = [];
-    for (const s of specs) prepared.push({ spec: s, ...(await prepareBackend(s)) });
+    const uuid = randomUUID();
+    for (const [i, p] of probed.entries()) await writeLabel(p.path, { poolUuid: uuid, backendId: i + 1 });
     mkdirSync(join(abs, 'run'), { recursive: true });
-    const pool = new Pool(abs, new PoolStore(Pool.metaFile(abs)));
-    pool.store.txn(() => {
-      pool.store.meta.put('super', { format: 2, createdAt: Date.now(), nextVolumeId: 1, nextBackendId: 1 });
-      for (const p of prepared) pool.insertBackend(p.spec.path, p.kind, p.capacityBytes);
+    return Pool.init(abs, new LmdbStore(Pool.metaFile(abs)), probed.map((p) => ({ path: p.path, kind: p.kind, dataStart: DATA_START, capacityBytes: p.capacityBytes })), uuid);
+  }
+
+  /** Writes a new pool's superblock and backends (ids 1, 2, ...) into an empty store. */
+  static init(dir: string, store: MetaStore, backends: BackendInit[], uuid: string = randomUUID()): Pool {
+    const pool = new Pool(dir, store);
+    store.txn(() => {
+      store.meta.put('super', { format: 3, uuid, createdAt: Date.now(), nextVolumeId: 1, nextBackendId: 1 });
+      for (const b of backends) pool.insertBackend(b);
     });
-    await pool.store.sync();
     return pool;
   }
 
@@ -76,7 +108,13 @@ export class Pool {
     const abs = resolve(dir);
     if (!existsSync(Pool.metaFile(abs))) throw new UserError(`no pool at ${abs} (create one with: thinvol --pool ${abs} pool create --backend FILE:SIZE)`);
     mkdirSync(join(abs, 'run'), { recursive: true });
-    return new Pool(abs, new PoolStore(Pool.metaFile(abs)));
+    return new Pool(abs, new LmdbStore(Pool.metaFile(abs)));
+  }
+
+  /** The pool's backends for one process's I/O, each opened (and its label checked) on first use. */
+  backendSet(): BackendSet {
+    const uuid = this.superblock().uuid;
+    return new BackendSet((id) => this.backend(id), (r) => FileBackend.open(r, uuid));
   }
 
   get runDir(): string {
@@ -85,8 +123,9 @@ export class Pool {
 
   superblock(): Superblock {
     const sb = this.store.meta.get('super');
-    if ((sb?.format as number | undefined) === 1) throw new UserError(`pool ${this.dir} was made by a development version of thinvol (format 1, before the packed map); create a new pool`);
-    if (!sb || sb.format !== 2) throw new Error(`pool ${this.dir}: superblock missing or of an unknown format`);
+    const format = sb?.format as number | undefined;
+    if (format === 1 || format === 2) throw new UserError(`pool ${this.dir} was made by a development version of thinvol (format ${format}, before backend labels); create a new pool`);
+    if (!sb || sb.format !== 3) throw new Error(`pool ${this.dir}: superblock missing or of an unknown format`);
     return sb;
   }
 
@@ -97,7 +136,7 @@ export class Pool {
   // Backends
 
   backendList(): BackendRecord[] {
-    return [...this.store.backends.getRange({}).map(({ value }) => value)];
+    return Array.from(this.store.backends.getRange(), ({ value }) => value);
   }
 
   backend(id: number): BackendRecord {
@@ -135,31 +174,47 @@ export class Pool {
       this.store.backends.remove(id);
       return rec;
     });
-    await this.store.sync();
     return b;
   }
 
+  /** Adds a backend: refused when it is one the pool has (by any path), a file of the pool's own, or another pool's. */
   async addBackend(spec: BackendSpec): Promise<BackendRecord> {
-    if (this.backendList().some((b) => b.path === spec.path)) throw new UserError(`backend ${spec.path} is already in the pool`);
-    const p = await prepareBackend(spec);
-    const rec = this.store.txn(() => this.insertBackend(spec.path, p.kind, p.capacityBytes));
-    await this.store.sync();
-    return rec;
+    const id = await identityOf(spec.path);
+    if (id) {
+      for (const b of this.backendList()) {
+        const other = await identityOf(b.path);
+        if (b.path === spec.path || (other && sameIdentity(id, other))) throw new UserError(`backend ${spec.path} is already in the pool as backend ${b.id} (${b.path})`);
+      }
+      for (const own of [Pool.metaFile(this.dir), `${Pool.metaFile(this.dir)}-lock`, `${Pool.metaFile(this.dir)}-gate`]) {
+        const o = await identityOf(own);
+        if (o && sameIdentity(id, o)) throw new UserError(`cannot use backend ${spec.path}: it is the pool's own metadata file ${own}`);
+      }
+    }
+    const p = await probeBackend(spec);
+    const sb = this.superblock();
+    if (p.label && (p.label.poolUuid !== sb.uuid || this.store.backends.get(p.label.backendId) !== undefined)) {
+      throw new UserError(`cannot use backend ${p.path}: it belongs to thinvol pool ${p.label.poolUuid} (backend ${p.label.backendId})`);
+    }
+    await writeLabel(p.path, { poolUuid: sb.uuid, backendId: sb.nextBackendId });
+    return this.store.txn(() => {
+      if (this.superblock().nextBackendId !== sb.nextBackendId) throw new UserError('another backend was added meanwhile; run the command again');
+      return this.insertBackend({ path: p.path, kind: p.kind, dataStart: DATA_START, capacityBytes: p.capacityBytes });
+    });
   }
 
-  private insertBackend(path: string, kind: 'file' | 'block', capacityBytes: number): BackendRecord {
+  private insertBackend(b: BackendInit): BackendRecord {
     const sb = this.superblock();
-    const rec: BackendRecord = { id: sb.nextBackendId, path, kind, capacityBytes, allocatedBytes: 0, reservedBytes: 0 };
+    const rec: BackendRecord = { id: sb.nextBackendId, path: b.path, kind: b.kind, dataStart: b.dataStart, capacityBytes: b.capacityBytes, allocatedBytes: 0, reservedBytes: 0 };
     this.store.meta.put('super', { ...sb, nextBackendId: sb.nextBackendId + 1 });
     this.store.backends.put(rec.id, rec);
-    this.space.give({ backend: rec.id, start: 0, len: capacityBytes });
+    this.space.give({ backend: rec.id, start: b.dataStart, len: b.capacityBytes });
     return rec;
   }
 
   // Volumes
 
   volumeList(): VolumeRecord[] {
-    return [...this.store.volumes.getRange({}).map(({ value }) => value)];
+    return Array.from(this.store.volumes.getRange(), ({ value }) => value);
   }
 
   findVolume(nameOrId: string): VolumeRecord | undefined {
@@ -213,23 +268,6 @@ export class Pool {
     });
   }
 
-  /**
-   * Sets the size; shrinking unmaps whole blocks past the new end. The caller zeroes the tail
-   * of a partial last block (that needs backend I/O) before calling.
-   */
-  resizeVolume(id: number, sizeBytes: number): VolumeRecord {
-    checkFileSize(sizeBytes);
-    return this.store.txn(() => {
-      const v = this.store.volumes.get(id);
-      if (!v) throw new FsError('ENOENT', `volume ${id} vanished`);
-      const keep = Math.ceil(sizeBytes / BLOCK) * BLOCK;
-      if (keep < v.sizeBytes) this.unmapInTxn(id, keep, Math.ceil(v.sizeBytes / BLOCK) * BLOCK - keep);
-      const resized = { ...this.store.volumes.get(id)!, sizeBytes, mtimeMs: Date.now() };
-      this.store.volumes.put(id, resized);
-      return resized;
-    });
-  }
-
   deleteVolume(id: number): void {
     this.store.txn(() => {
       const v = this.store.volumes.get(id);
@@ -241,18 +279,7 @@ export class Pool {
     });
   }
 
-  addReclaimed(volumeId: number, bytes: number): void {
-    this.store.txn(() => {
-      const v = this.store.volumes.get(volumeId);
-      if (v) this.store.volumes.put(volumeId, { ...v, reclaimedBytes: (v.reclaimedBytes ?? 0) + bytes });
-    });
-  }
-
-  /** Unmaps [offset, offset+len) of a volume and returns its space to the free table. */
-  unmap(volumeId: number, offset: number, len: number): number {
-    return this.store.txn(() => this.unmapInTxn(volumeId, offset, len));
-  }
-
+  /** Unmaps [offset, offset+len) of a volume, its space back to the free table; inside a transaction. */
   private unmapInTxn(volumeId: number, offset: number, len: number): number {
     const freed = this.map.remove(volumeId, offset, len);
     let total = 0;
@@ -335,20 +362,35 @@ export class Pool {
     });
   }
 
-  /** Maps written pieces; each piece lies inside a reservation of `holder`. */
-  commit(holder: Holder, volumeId: number, pieces: Placement[]): void {
+  /**
+   * Applies a volume's batched changes in one transaction (see VolumeChanges). Durable when it
+   * returns, so the runs it unmaps may be handed out at once; the caller has flushed the data
+   * of every inserted piece before calling.
+   */
+  commitChanges(holder: Holder, volumeId: number, c: VolumeChanges): void {
     const hid = holderId(holder);
     this.store.txn(() => {
-      let total = 0;
-      for (const p of pieces) {
+      const v = this.store.volumes.get(volumeId);
+      if (!v) throw new FsError('ENOENT', `volume ${volumeId} was deleted while being written`);
+      let removed = 0;
+      for (const r of c.removes) removed += this.unmapInTxn(volumeId, r.start, r.end - r.start);
+      let added = 0;
+      for (const p of c.inserts) {
         this.takePending(hid, p.run);
         this.map.insert(volumeId, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start });
         this.adjustBackend(p.run.backend, p.run.len, -p.run.len);
-        total += p.run.len;
+        added += p.run.len;
       }
-      const v = this.store.volumes.get(volumeId);
-      if (!v) throw new FsError('ENOENT', `volume ${volumeId} was deleted while being written`);
-      this.store.volumes.put(volumeId, { ...v, allocatedBytes: v.allocatedBytes + total });
+      for (const r of c.released) this.#giveBack(hid, r);
+      const now = this.store.volumes.get(volumeId)!;
+      this.store.volumes.put(volumeId, {
+        ...now,
+        allocatedBytes: now.allocatedBytes + added,
+        sizeBytes: c.sizeBytes ?? now.sizeBytes,
+        mtimeMs: c.mtimeMs ?? now.mtimeMs,
+        ...(c.reclaimedBytes > 0 ? { reclaimedBytes: (now.reclaimedBytes ?? 0) + c.reclaimedBytes } : {}),
+      });
+      if (removed > 0 || added > 0) debug('commit vol %d: %d bytes mapped, %d unmapped, %d pieces', volumeId, added, removed, c.inserts.length);
     });
   }
 
@@ -357,19 +399,21 @@ export class Pool {
     if (runs.length === 0) return;
     const hid = holderId(holder);
     this.store.txn(() => {
-      for (const r of runs) {
-        this.takePending(hid, r);
-        this.space.give(r);
-        this.adjustBackend(r.backend, 0, -r.len);
-      }
+      for (const r of runs) this.#giveBack(hid, r);
     });
+  }
+
+  #giveBack(hid: string, r: Run): void {
+    this.takePending(hid, r);
+    this.space.give(r);
+    this.adjustBackend(r.backend, 0, -r.len);
   }
 
   /** Returns reservations of processes that no longer exist (a crashed daemon) to the free table. */
   recoverStaleReservations(): number {
     let total = 0;
     this.store.txn(() => {
-      for (const { key, value } of [...this.store.pending.getRange({})]) {
+      for (const { key, value } of [...this.store.pending.getRange()]) {
         // Reservations of a layout change belong to it, not to a process; it resolves them.
         const h = parseHolderId(key[0]);
         if (!h || holderAlive(h)) continue;
@@ -383,18 +427,19 @@ export class Pool {
     return total;
   }
 
-  /** Removes `run` from reservation `hid`; inside a transaction. */
+  /** Removes `run` from the reservations of `hid` (it may span adjacent ones); inside a transaction. */
   takePending(hid: string, run: Run): void {
-    for (const { key, value } of this.store.pending.getRange({ start: [hid, run.backend, run.start], end: [hid, run.backend, -1], reverse: true, limit: 1 })) {
-      const start = key[2];
-      const end = start + value.len;
-      if (run.start + run.len > end) break;
-      this.store.pending.remove(key);
-      if (run.start > start) this.store.pending.put(key, { ...value, len: run.start - start });
-      if (run.start + run.len < end) this.store.pending.put([hid, run.backend, run.start + run.len], { ...value, len: end - run.start - run.len });
-      return;
+    const end = run.start + run.len;
+    for (let pos = run.start; pos < end;) {
+      const [hit] = this.store.pending.getRange({ start: [hid, run.backend, pos], end: [hid, run.backend, -1], reverse: true, limit: 1 });
+      if (!hit || hit.key[2] + hit.value.len <= pos) throw new Error(`reservation missing for backend ${run.backend} [${pos},${end}) of ${hid}`);
+      const start = hit.key[2];
+      const recEnd = start + hit.value.len;
+      this.store.pending.remove(hit.key);
+      if (start < pos) this.store.pending.put(hit.key, { ...hit.value, len: pos - start });
+      if (recEnd > end) this.store.pending.put([hid, run.backend, end], { ...hit.value, len: recEnd - end });
+      pos = Math.min(recEnd, end);
     }
-    throw new Error(`reservation missing for backend ${run.backend} [${run.start},+${run.len}) of ${hid}`);
   }
 
   /** Moves counters of backend `id`; inside a transaction. */

@@ -1,6 +1,6 @@
 import { holderAlive, holderId, parseHolderId } from './holder';
-import type { PoolStore } from './pool-store';
-import type { DaemonRecord, Fence, Holder, HoldRecord, Lease } from './records';
+import type { MetaStore } from '../store/meta-store';
+import type { DaemonRecord, Fence, Holder, HoldRecord, Lease } from '../store/records';
 
 /** A controller that has not renewed its lease for this long has lost it (it may be stopped). */
 export const LEASE_MS = 15_000;
@@ -19,7 +19,7 @@ export type Health = 'ok' | 'late' | 'fenced';
  * in which a daemon starts serving a volume.
  */
 export class Registry {
-  constructor(private readonly store: PoolStore) {}
+  constructor(private readonly store: MetaStore) {}
 
   register(holder: Holder, mountpoint: string, socket: string): void {
     const id = holderId(holder);
@@ -47,19 +47,19 @@ export class Registry {
   }
 
   #records(): DaemonRecord[] {
-    return [...this.store.daemons.getRange({}).map(({ value }) => value)];
+    return Array.from(this.store.daemons.getRange(), ({ value }) => value);
   }
 
   /**
    * Records a heartbeat. A daemon that finds itself fenced re-registers here (a new epoch,
    * its stale holds dropped) and gets the fence back so it can say so.
    */
-  heartbeat(id: string): Fence | undefined {
+  heartbeat(id: string, freeingBytes = 0): Fence | undefined {
     return this.store.txn(() => {
       const d = this.store.daemons.get(id);
       if (!d) return undefined;
       const { fenced, ...rest } = d;
-      this.store.daemons.put(id, fenced ? { ...rest, heartbeatAt: Date.now(), epoch: d.epoch + 1, holds: [] } : { ...d, heartbeatAt: Date.now() });
+      this.store.daemons.put(id, fenced ? { ...rest, heartbeatAt: Date.now(), epoch: d.epoch + 1, holds: [], freeingBytes } : { ...d, heartbeatAt: Date.now(), freeingBytes });
       return fenced;
     });
   }

@@ -1,5 +1,5 @@
 import type { Pool } from './pool';
-import type { Move, Run } from './records';
+import type { Move, Run } from '../store/records';
 
 /** A batch's map no longer looks as it did when it was planned, or a daemon let go of it. */
 export class StaleBatch extends Error {}
@@ -63,7 +63,7 @@ export class Relocation {
   /** Returns everything the change owns to the free table: a batch's old runs once all switched, or its new runs when it is abandoned. */
   freeAll(): number {
     let total = 0;
-    for (const { key, value } of [...this.pool.store.pending.getRange({ start: [this.owner, 0, 0], end: [this.owner, Number.MAX_SAFE_INTEGER, 0] })]) {
+    for (const { key, value } of Array.from(this.pool.store.pending.getRange({ start: [this.owner, 0, 0], end: [this.owner, Number.MAX_SAFE_INTEGER, 0] }))) {
       this.#free({ backend: key[1], start: key[2], len: value.len });
       total += value.len;
     }

@@ -1,13 +1,13 @@
-import type { Database } from 'lmdb';
-import type { FreeKey } from './pool-store';
-import type { Run } from './records';
+import type { FreeKey } from '../store/meta-store';
+import type { Table } from '../store/table';
+import type { Run } from '../store/records';
 
 /**
  * The free space table: per backend, free runs keyed [backend, start] -> length, kept
  * coalesced. Functions here run inside the caller's write transaction.
  */
 export class SpaceMap {
-  constructor(private readonly db: Database<number, FreeKey>) {}
+  constructor(private readonly db: Table<FreeKey, number>) {}
 
   /** Free run containing `offset`, if any. */
   containing(backend: number, offset: number): Run | undefined {
@@ -34,7 +34,7 @@ export class SpaceMap {
    */
   take(backend: number, want: number, room = want): Run | undefined {
     let largest: Run | undefined;
-    for (const { key, value } of this.db.getRange({ start: [backend, 0], end: [backend + 1, 0], snapshot: false })) {
+    for (const { key, value } of this.db.getRange({ start: [backend, 0], end: [backend + 1, 0]})) {
       const run = { backend, start: key[1], len: value };
       if (run.len >= room) { largest = run; break; }
       if (!largest || run.len > largest.len) largest = run;
@@ -65,7 +65,7 @@ export class SpaceMap {
 
   *runs(backend?: number): Iterable<Run> {
     const range = backend === undefined ? {} : { start: [backend, 0] as FreeKey, end: [backend + 1, 0] as FreeKey };
-    for (const { key, value } of this.db.getRange({ ...range, snapshot: false })) yield { backend: key[0], start: key[1], len: value };
+    for (const { key, value } of this.db.getRange(range)) yield { backend: key[0], start: key[1], len: value };
   }
 
   private remove(run: Run, offset: number, len: number): void {

@@ -1,5 +1,5 @@
-import type { Database } from 'lmdb';
-import { BLOCK, type Extent } from './records';
+import type { Table } from '../store/table';
+import { BLOCK, type Extent } from '../store/records';
 
 /*
  * Entries are packed binary, not msgpack, because the map is what grows with random writes
@@ -48,7 +48,7 @@ function decode(k: Buffer, v: Buffer): Extent & { volume: number } {
  * synchronous lookups; mutations run inside the caller's write transaction.
  */
 export class VolumeMap {
-  constructor(private readonly db: Database<Buffer, Buffer>) {}
+  constructor(private readonly db: Table<Buffer, Buffer>) {}
 
   /** Extents overlapping [offset, offset+len), clipped to it, in order. */
   lookup(volume: number, offset: number, len: number): Extent[] {
@@ -110,11 +110,11 @@ export class VolumeMap {
   *from(volume: number, offset: number): Iterable<Extent & { volume: number }> {
     const prev = this.startingAtOrBefore(volume, offset);
     if (prev && prev.vstart + prev.len > offset) yield { volume, ...clip(prev, offset, prev.vstart + prev.len) };
-    for (const { key: k, value } of this.db.getRange({ start: key(volume, Math.floor(offset / BLOCK) + 1), snapshot: false })) yield decode(k, value);
+    for (const { key: k, value } of this.db.getRange({ start: key(volume, Math.floor(offset / BLOCK) + 1) })) yield decode(k, value);
   }
 
   *all(): Iterable<Extent & { volume: number }> {
-    for (const { key: k, value } of this.db.getRange({ snapshot: false })) yield decode(k, value);
+    for (const { key: k, value } of this.db.getRange()) yield decode(k, value);
   }
 
   private startingAtOrBefore(volume: number, offset: number): Extent | undefined {
@@ -128,7 +128,7 @@ export class VolumeMap {
 
   /** Extents of one volume starting in blocks [from, to). */
   *#range(volume: number, from: number, to: number): Iterable<Extent> {
-    for (const { key: k, value } of this.db.getRange({ start: key(volume, from), end: key(volume, to), snapshot: false })) {
+    for (const { key: k, value } of this.db.getRange({ start: key(volume, from), end: key(volume, to) })) {
       const { vstart, len, backend, boff } = decode(k, value);
       yield { vstart, len, backend, boff };
     }

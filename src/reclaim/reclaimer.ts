@@ -1,5 +1,4 @@
-import type { Pool } from '../pool/pool';
-import { BLOCK } from '../pool/records';
+import { BLOCK } from '../store/records';
 import { logger } from '../util/log';
 import type { VolumeIo } from '../volume/volume-io';
 import { planExt4 } from './ext4/plan-ext4';
@@ -55,7 +54,7 @@ export class Reclaimer {
   #lastMark: number | undefined;
   #running: Promise<ReclaimReport> | undefined;
 
-  constructor(private readonly pool: Pool, private readonly io: VolumeIo, private readonly cold: boolean) {}
+  constructor(private readonly io: VolumeIo, private readonly cold: boolean) {}
 
   run(dryRun: boolean): Promise<ReclaimReport> {
     if (!this.#running) this.#running = this.#run(dryRun).finally(() => { this.#running = undefined; });
@@ -98,7 +97,7 @@ export class Reclaimer {
       const start = Math.ceil(r.offset / BLOCK) * BLOCK;
       const end = Math.floor((r.offset + r.len) / BLOCK) * BLOCK;
       if (end <= start) continue;
-      for (const e of this.pool.map.lookup(this.io.id, start, end - start)) {
+      for (const e of this.io.mapped(start, end)) {
         report.candidateBytes += e.len;
         for (const p of this.#oldPieces(e.vstart, e.vstart + e.len, scan)) {
           const last = releasable[releasable.length - 1];
@@ -110,7 +109,6 @@ export class Reclaimer {
     report.keptRecentBytes = report.candidateBytes - releasable.reduce((n, r) => n + r.len, 0);
     if (!dryRun) {
       for (const r of releasable) report.releasedBytes += await this.#release(r, seq);
-      if (report.releasedBytes > 0) this.pool.addReclaimed(this.io.id, report.releasedBytes);
     } else {
       report.releasedBytes = 0;
     }
@@ -137,18 +135,16 @@ export class Reclaimer {
     return after !== undefined && now.commits >= after.commits + 2;
   }
 
-  async #release(r: ByteRange, scanSeq: number): Promise<number> {
-    const unlock = await this.io.lock.acquire(r.offset, r.offset + r.len, true);
-    try {
-      if (!this.cold && this.history.lastWrite(r.offset, r.offset + r.len) > scanSeq) return 0;
-      return this.pool.unmap(this.io.id, r.offset, r.len);
-    } finally {
-      unlock();
-    }
+  /** R4: under the range lock, nothing written there since the scan began. */
+  #release(r: ByteRange, scanSeq: number): Promise<number> {
+    const stillValid = (): boolean => this.cold || this.history.lastWrite(r.offset, r.offset + r.len) <= scanSeq;
+    return this.io.discard(r.offset, r.offset + r.len, { stillValid, reclaim: true });
   }
 }
 
 /** Reclaim for a volume nobody serves for writing: the caller holds its claim, so no guest can have it mounted. */
-export async function coldReclaim(pool: Pool, io: VolumeIo, dryRun: boolean): Promise<ReclaimReport> {
-  return new Reclaimer(pool, io, true).run(dryRun);
+export async function coldReclaim(io: VolumeIo, dryRun: boolean): Promise<ReclaimReport> {
+  const report = await new Reclaimer(io, true).run(dryRun);
+  await io.commit();
+  return report;
 }

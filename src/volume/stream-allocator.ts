@@ -1,103 +1,144 @@
 import type { Placement, Pool } from '../pool/pool';
-import type { Holder, Run } from '../pool/records';
+import type { Holder, Run } from '../store/records';
 import { logger } from '../util/log';
 
 const debug = logger('alloc');
 
-const MAX_RESERVATION = 64 * 1024 * 1024;
+const MAX_STREAM_RESERVATION = 64 * 1024 * 1024;
+const FIRST_SCATTER_CHUNK = 256 * 1024;
+const MAX_SCATTER_CHUNK = 4 * 1024 * 1024;
 
 interface Cursor { next: number; lastEnd: { backend: number; at: number } | undefined }
 
+const noCursor = (): Cursor => ({ next: -1, lastEnd: undefined });
+
+/** Reserved runs handed out from the front. */
+class Reserve {
+  runs: Run[] = [];
+
+  get bytes(): number {
+    return this.runs.reduce((n, r) => n + r.len, 0);
+  }
+
+  get front(): Run | undefined {
+    return this.runs[0];
+  }
+
+  take(len: number): Run[] {
+    const out: Run[] = [];
+    while (len > 0) {
+      const r = this.runs[0]!;
+      const n = Math.min(len, r.len);
+      out.push({ backend: r.backend, start: r.start, len: n });
+      if (n === r.len) this.runs.shift();
+      else this.runs[0] = { backend: r.backend, start: r.start + n, len: r.len - n };
+      len -= n;
+    }
+    return out;
+  }
+
+  drain(): Run[] {
+    return this.runs.splice(0);
+  }
+}
+
 /**
- * Adaptive allocation for one volume. A write that continues where the stream's previous
- * allocation ended is served from a reservation that doubles with each continuation (up to
- * 64 MiB), so a stream gets one long contiguous backend run even while other writes and other
- * volumes allocate. Any other write gets exactly what it needs (scattered small writes such as
- * mkfs's get small allocations); if the next write continues it, a new stream starts there.
+ * Adaptive allocation for one volume, from space reserved ahead so that most writes need no
+ * metadata transaction. A write that continues where the stream's previous allocation ended is
+ * served from a stream reservation that doubles with each refill (up to 64 MiB), so a stream
+ * gets one long contiguous backend run even while other writes and volumes allocate. Any other
+ * write gets exactly what it needs, packed into a scatter chunk (256 KiB doubling to 4 MiB), so
+ * mkfs's scattered writes take little space; if the next write continues one of them, a stream
+ * starts there (taking the rest of the scatter chunk when it lies right behind).
  */
 export class StreamAllocator {
-  #stream: Cursor = { next: -1, lastEnd: undefined };
-  #candidate: Cursor = { next: -1, lastEnd: undefined };
-  #grow = 0;
-  #res: Run | undefined;
+  #stream = noCursor();
+  #candidate = noCursor();
+  #streamGrow = 0;
+  #scatterChunk = FIRST_SCATTER_CHUNK;
+  readonly #streamRes = new Reserve();
+  readonly #scatterRes = new Reserve();
 
   constructor(private readonly pool: Pool, private readonly holder: Holder, private readonly volumeId: number) {}
 
+  /** Space held in reserve for this volume, not yet written. */
+  get reservedBytes(): number {
+    return this.#streamRes.bytes + this.#scatterRes.bytes;
+  }
+
   place(vstart: number, len: number): Placement[] {
-    if (vstart !== this.#stream.next && vstart === this.#candidate.next) {
-      this.#returnReservation();
-      this.#stream = this.#candidate;
-      this.#candidate = { next: -1, lastEnd: undefined };
-    }
+    if (vstart !== this.#stream.next && vstart === this.#candidate.next) this.#promoteCandidate();
     const sequential = vstart === this.#stream.next;
-    const out = sequential ? this.#placeStream(vstart, len) : this.#placeExact(vstart, len, this.#candidate.lastEnd);
-    const last = out[out.length - 1]?.run;
-    const cursor = { next: vstart + len, lastEnd: last && { backend: last.backend, at: last.start + last.len } };
-    if (sequential) this.#stream = cursor;
-    else this.#candidate = cursor;
-    debug('vol %d place [%d,+%d) %s -> %o', this.volumeId, vstart, len, sequential ? 'stream' : 'exact', out.map((p) => p.run));
-    return out;
-  }
-
-  /** Hands back the unused part of the stream reservation (on close and at exit). */
-  returnReservation(): void {
-    this.#returnReservation();
-    this.#stream = { next: -1, lastEnd: undefined };
-  }
-
-  #placeExact(vstart: number, len: number, hint: Cursor['lastEnd']): Placement[] {
+    const runs = sequential ? this.#fromStream(len) : this.#fromScatter(len);
     const out: Placement[] = [];
     let v = vstart;
-    for (const run of this.pool.reserve(this.holder, this.volumeId, len, hint)) {
+    for (const run of runs) {
       out.push({ vstart: v, run });
       v += run.len;
     }
+    const last = runs[runs.length - 1];
+    const cursor = { next: vstart + len, lastEnd: last && { backend: last.backend, at: last.start + last.len } };
+    if (sequential) this.#stream = cursor;
+    else this.#candidate = cursor;
+    debug('vol %d place [%d,+%d) %s -> %o', this.volumeId, vstart, len, sequential ? 'stream' : 'exact', runs);
     return out;
   }
 
-  #placeStream(vstart: number, len: number): Placement[] {
-    this.#grow = Math.min(Math.max(this.#grow * 2, len), MAX_RESERVATION);
-    const out: Placement[] = [];
-    let v = vstart;
-    let need = len;
-    if (this.#res && this.pool.backend(this.#res.backend).draining === true) this.#returnReservation();
-    if (this.#res) {
-      const r = this.#res;
-      const take = Math.min(need, r.len);
-      out.push({ vstart: v, run: { backend: r.backend, start: r.start, len: take } });
-      this.#res = take === r.len ? undefined : { backend: r.backend, start: r.start + take, len: r.len - take };
-      v += take;
-      need -= take;
+  /** Hands back everything reserved and not written (on close, or when a backend is drained). */
+  returnReservation(): void {
+    const runs = [...this.#streamRes.drain(), ...this.#scatterRes.drain()];
+    this.#stream = noCursor();
+    this.#streamGrow = 0;
+    this.pool.unreserve(this.holder, runs);
+  }
+
+  /** Reserved space on a backend that is being drained goes back at once. */
+  onDraining(): void {
+    if ([...this.#streamRes.runs, ...this.#scatterRes.runs].some((r) => this.pool.backend(r.backend).draining === true)) this.returnReservation();
+  }
+
+  #promoteCandidate(): void {
+    this.pool.unreserve(this.holder, this.#streamRes.drain());
+    this.#stream = this.#candidate;
+    this.#candidate = noCursor();
+    this.#streamGrow = 0;
+    const front = this.#scatterRes.front;
+    const end = this.#stream.lastEnd;
+    if (front && end && front.backend === end.backend && front.start === end.at) this.#streamRes.runs = this.#scatterRes.drain();
+  }
+
+  #fromStream(len: number): Run[] {
+    if (this.#streamRes.bytes < len) {
+      this.#streamGrow = Math.min(Math.max(this.#streamGrow * 2, len), MAX_STREAM_RESERVATION);
+      const need = len - this.#streamRes.bytes;
+      const hint = this.#tail(this.#streamRes) ?? this.#stream.lastEnd;
+      this.#streamRes.runs.push(...this.#reserve(need, Math.max(need, this.#streamGrow), hint, MAX_STREAM_RESERVATION));
     }
-    if (need === 0) return out;
-    const spare: Run[] = [];
-    let runs: Run[];
+    return this.#streamRes.take(len);
+  }
+
+  #fromScatter(len: number): Run[] {
+    if (this.#scatterRes.bytes < len) {
+      this.pool.unreserve(this.holder, this.#scatterRes.drain());
+      this.#scatterRes.runs = this.#reserve(len, Math.max(len, this.#scatterChunk), undefined);
+      this.#scatterChunk = Math.min(this.#scatterChunk * 2, MAX_SCATTER_CHUNK);
+    }
+    return this.#scatterRes.take(len);
+  }
+
+  /** Where a reserve's last run ends: the place to continue contiguously. */
+  #tail(res: Reserve): { backend: number; at: number } | undefined {
+    const last = res.runs[res.runs.length - 1];
+    return last && { backend: last.backend, at: last.start + last.len };
+  }
+
+  /** `want` bytes if the pool has them, else exactly `need`; ENOSPC from the pool if not even that. */
+  #reserve(need: number, want: number, hint: { backend: number; at: number } | undefined, room = want): Run[] {
     try {
-      runs = this.pool.reserve(this.holder, this.volumeId, Math.max(need, this.#grow), this.#stream.lastEnd, MAX_RESERVATION);
+      return this.pool.reserve(this.holder, this.volumeId, want, hint, room);
     } catch (err) {
-      try {
-        runs = this.pool.reserve(this.holder, this.volumeId, need, this.#stream.lastEnd);
-      } catch {
-        this.pool.unreserve(this.holder, out.map((p) => p.run));
-        throw err;
-      }
+      if (want === need) throw err;
+      return this.pool.reserve(this.holder, this.volumeId, need, hint);
     }
-    for (const r of runs) {
-      if (need === 0) { spare.push(r); continue; }
-      const take = Math.min(need, r.len);
-      out.push({ vstart: v, run: { backend: r.backend, start: r.start, len: take } });
-      v += take;
-      need -= take;
-      if (take < r.len) this.#res = { backend: r.backend, start: r.start + take, len: r.len - take };
-    }
-    this.pool.unreserve(this.holder, spare);
-    return out;
-  }
-
-  #returnReservation(): void {
-    if (!this.#res) return;
-    const r = this.#res;
-    this.#res = undefined;
-    this.pool.unreserve(this.holder, [r]);
   }
 }

@@ -1,12 +1,15 @@
 import type { BackendSet } from '../backend/backend-set';
 import type { Placement, Pool } from '../pool/pool';
-import { BLOCK, type Holder, type VolumeRecord } from '../pool/records';
+import { BLOCK, type Extent, type Holder, type VolumeRecord } from '../store/records';
 import { FsError } from '../util/errors';
-import type { WriteHistory } from '../reclaim/write-history';
+import { PendingChanges } from './pending-changes';
 import { RangeLock } from './range-lock';
 import { StreamAllocator } from './stream-allocator';
 
 const ZERO = Buffer.alloc(1024 * 1024);
+
+/** Uncommitted map entries a volume may hold before a write waits for a commit: bounds memory. */
+export const MAX_PENDING_ENTRIES = 16_384;
 
 function isZero(buf: Buffer, start: number, end: number): boolean {
   for (let s = start; s < end; s += ZERO.length) {
@@ -19,17 +22,28 @@ function isZero(buf: Buffer, start: number, end: number): boolean {
 const floorB = (n: number): number => Math.floor(n / BLOCK) * BLOCK;
 const ceilB = (n: number): number => Math.ceil(n / BLOCK) * BLOCK;
 
+export interface DiscardOptions {
+  /** Checked under the range lock: false = give nothing back (something changed since the caller decided). */
+  stillValid?: () => boolean;
+  /** Count the bytes as given back by reclaim. */
+  reclaim?: boolean;
+}
+
 /**
- * The data path of one volume: translates byte ranges through the map, reads holes as zeros,
- * allocates for writes into holes (skipping all-zero blocks), and orders everything on a
- * range lock. Offsets reaching here were checked by the FUSE adapter.
+ * The data path of one volume, and the only door to its blocks: translates byte ranges through
+ * the map, reads holes as zeros, allocates for writes into holes (skipping all-zero blocks),
+ * discards ranges, and orders everything on a range lock. Map changes are batched in memory
+ * and committed by commit(), the durability point (fsync, the daemon's periodic commit, a
+ * hold): backends are flushed first, so a durable map entry never points at data that is not.
+ * Offsets reaching here were checked by the caller.
  */
 export class VolumeIo {
   readonly lock = new RangeLock();
   readonly #alloc: StreamAllocator;
-  #written = false;
-  /** Set while reclaim runs for this volume: every accepted write is recorded in it. */
-  history: WriteHistory | undefined;
+  readonly #pending = new PendingChanges();
+  #commits: Promise<void> = Promise.resolve();
+  /** Told of every accepted write, under its range lock, before the data moves. */
+  onWrite: ((start: number, end: number) => void) | undefined;
 
   constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, readonly id: number) {
     this.#alloc = new StreamAllocator(pool, holder, id);
@@ -41,15 +55,35 @@ export class VolumeIo {
     return v;
   }
 
+  /** The size as this data path sees it (a write past the end grows it before the commit). */
+  size(): number {
+    return this.#pending.sizeBytes ?? this.record().sizeBytes;
+  }
+
+  /** Mapped bytes discarded that the next commit gives back. */
+  get freeingBytes(): number {
+    return this.#pending.freeingBytes;
+  }
+
+  /** True when changes wait for a commit. */
+  get dirty(): boolean {
+    return !this.#pending.empty;
+  }
+
+  /** Mapped extents of [start, end), clipped, in order, including what is not committed yet. */
+  mapped(start: number, end: number): Extent[] {
+    return this.#pending.view(this.pool.map.lookup(this.id, start, end - start), start, end);
+  }
+
   async read(buf: Buffer, len: number, offset: number): Promise<number> {
-    const size = this.record().sizeBytes;
+    const size = this.size();
     if (offset >= size) return 0;
     const n = Math.min(len, size - offset);
     const release = await this.lock.acquire(floorB(offset), ceilB(offset + n), false);
     try {
       let pos = offset;
       const reads: Promise<void>[] = [];
-      for (const e of this.pool.map.lookup(this.id, offset, n)) {
+      for (const e of this.mapped(offset, offset + n)) {
         if (e.vstart > pos) buf.fill(0, pos - offset, e.vstart - offset);
         reads.push(this.backends.get(e.backend).then((b) => b.read(buf, e.vstart - offset, e.len, e.boff)));
         pos = e.vstart + e.len;
@@ -68,12 +102,11 @@ export class VolumeIo {
     const b = ceilB(offset + len);
     const release = await this.lock.acquire(a, b, true);
     try {
-      this.#written = true;
-      this.history?.record(a, b);
+      this.onWrite?.(a, b);
       const io: Promise<void>[] = [];
       let pos = a;
       const holes: [number, number][] = [];
-      for (const e of this.pool.map.lookup(this.id, a, b - a)) {
+      for (const e of this.mapped(a, b)) {
         if (e.vstart > pos) holes.push([pos, e.vstart]);
         const s = Math.max(e.vstart, offset);
         const t = Math.min(e.vstart + e.len, offset + len);
@@ -81,58 +114,95 @@ export class VolumeIo {
         pos = e.vstart + e.len;
       }
       if (pos < b) holes.push([pos, b]);
-      const fills = holes.flatMap(([s, t]) => this.#nonZeroRuns(buf, offset, s, t));
-      const placed = this.#place(fills);
+      const placed: Placement[] = [];
       try {
+        for (const [s, t] of holes.flatMap(([s, t]) => this.#nonZeroRuns(buf, offset, s, t))) placed.push(...this.#alloc.place(s, t - s));
         for (const p of placed) io.push(this.#writePlacement(buf, offset, p));
         await Promise.all(io);
       } catch (err) {
-        this.pool.unreserve(this.holder, placed.map((p) => p.run));
+        await Promise.allSettled(io);
+        this.#pending.release(placed.map((p) => p.run));
         throw err;
       }
-      if (placed.length > 0) this.pool.commit(this.holder, this.id, placed);
-      if (offset + len > this.record().sizeBytes) this.pool.resizeVolume(this.id, offset + len);
-      return len;
+      for (const p of placed) this.#pending.insert(p);
+      if (offset + len > this.size()) this.#pending.setSize(offset + len);
+      this.#pending.touch(Date.now());
+    } finally {
+      release();
+    }
+    if (this.#pending.size > MAX_PENDING_ENTRIES) await this.commit();
+    return len;
+  }
+
+  /**
+   * Unmaps the whole blocks of [start, end) (discard, reclaim, shrink): they read as zeros at
+   * once and their space is freed by the next commit. Returns the bytes that were mapped.
+   */
+  async discard(start: number, end: number, opts: DiscardOptions = {}): Promise<number> {
+    const a = ceilB(start);
+    const b = floorB(end);
+    if (b <= a) return 0;
+    const release = await this.lock.acquire(a, b, true);
+    try {
+      if (opts.stillValid && !opts.stillValid()) return 0;
+      const bytes = this.mapped(a, b).reduce((n, e) => n + e.len, 0);
+      if (bytes === 0) return 0;
+      this.#pending.discard(a, b, bytes);
+      if (opts.reclaim === true) this.#pending.addReclaimed(bytes);
+      return bytes;
     } finally {
       release();
     }
   }
 
-  /** Shrinks or grows; a partial last block is zeroed past the new end so that growing later reads zeros. */
+  /** Shrinks or grows, durably; a partial last block is zeroed past the new end so that growing later reads zeros. */
   async truncate(size: number): Promise<void> {
-    const old = this.record().sizeBytes;
+    const old = this.size();
     const a = floorB(Math.min(size, old));
     const release = await this.lock.acquire(a, Math.max(ceilB(old), ceilB(size)), true);
     try {
       if (size < old && size % BLOCK !== 0) {
         const tail = ceilB(size) - size;
-        for (const e of this.pool.map.lookup(this.id, size, tail)) {
-          await (await this.backends.get(e.backend)).write(ZERO, 0, e.len, e.boff);
-        }
+        for (const e of this.mapped(size, size + tail)) await (await this.backends.get(e.backend)).write(ZERO, 0, e.len, e.boff);
       }
-      this.pool.resizeVolume(this.id, size);
+      if (size < old) this.#pending.discard(ceilB(size), ceilB(old), this.mapped(ceilB(size), ceilB(old)).reduce((n, e) => n + e.len, 0));
+      this.#pending.setSize(size);
+      this.#pending.touch(Date.now());
     } finally {
       release();
     }
+    await this.commit();
   }
 
-  async fsync(): Promise<void> {
+  /**
+   * The durability point: every write that completed before this call, and the map entries
+   * pointing at its data, are on disk when it resolves. Commits run one at a time, in order.
+   */
+  commit(): Promise<void> {
+    const done = this.#commits.then(() => this.#commitNow());
+    this.#commits = done.catch(() => undefined);
+    return done;
+  }
+
+  async #commitNow(): Promise<void> {
+    const layers = this.#pending.freeze();
     await this.backends.flushAll();
-    await this.pool.store.sync();
+    if (layers.length === 0) return;
+    this.pool.store.txn(() => {
+      for (const c of layers) this.pool.commitChanges(this.holder, this.id, c);
+    });
+    this.#pending.committed(layers.length);
   }
 
-  /** Gives back the stream reservation (a backend it lies on is being drained). */
+  /** Gives back the reserved space (a backend it lies on is being drained). */
   dropReservation(): void {
-    this.#alloc.returnReservation();
+    this.#alloc.onDraining();
   }
 
-  /** Called when the last handle closes. */
-  close(): void {
+  /** Called when the last writer closes: commits, then hands back what is reserved. */
+  async close(): Promise<void> {
+    await this.commit();
     this.#alloc.returnReservation();
-    if (this.#written) {
-      this.#written = false;
-      this.pool.updateVolume(this.id, { mtimeMs: Date.now() });
-    }
   }
 
   /** Block-aligned runs inside hole [s, t) whose data (the part of the write in them) is not all zero. */
@@ -147,17 +217,6 @@ export class VolumeIo {
       else runs.push([blk, blk + BLOCK]);
     }
     return runs;
-  }
-
-  #place(runs: [number, number][]): Placement[] {
-    const placed: Placement[] = [];
-    try {
-      for (const [s, t] of runs) placed.push(...this.#alloc.place(s, t - s));
-    } catch (err) {
-      this.pool.unreserve(this.holder, placed.map((p) => p.run));
-      throw err;
-    }
-    return placed;
   }
 
   /** Writes a whole newly allocated piece: the caller's bytes, zeros around them. */

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import type { ChangeRecord } from '../../src/pool/records';
+import type { ChangeRecord } from '../../src/store/records';
 import { must, run, Sandbox, sleep, type RunResult } from './harness';
 
 interface Backend { id: number; allocatedBytes: number; reservedBytes: number; capacityBytes: number }

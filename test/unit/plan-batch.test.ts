@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { planBatch, rebalanceStep, type PlacedExtent } from '../../src/layout/plan-batch';
-import type { BackendRecord } from '../../src/pool/records';
+import type { BackendRecord } from '../../src/store/records';
 
 const K = 4096;
 const M = 1024 * 1024;
@@ -44,7 +44,7 @@ describe('planBatch()', () => {
 });
 
 describe('rebalanceStep()', () => {
-  const be = (id: number, capacityBytes: number, allocatedBytes: number, draining = false): BackendRecord => ({ id, path: `/b${id}`, kind: 'file', capacityBytes, allocatedBytes, reservedBytes: 0, ...(draining ? { draining } : {}) });
+  const be = (id: number, capacityBytes: number, allocatedBytes: number, draining = false): BackendRecord => ({ id, path: `/b${id}`, kind: 'file', dataStart: 0, capacityBytes, allocatedBytes, reservedBytes: 0, ...(draining ? { draining } : {}) });
 
   it('moves from the fullest to the emptiest backend, relative to capacity', () => {
     expect(rebalanceStep([be(1, 2048 * M, 1024 * M), be(2, 2048 * M, 0)], 4 * M)).to.deep.equal({ from: 1, to: 2, bytes: 512 * M });

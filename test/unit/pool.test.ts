@@ -1,26 +1,21 @@
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { checkPool } from '../../src/check/check-pool';
-import { selfHolder } from '../../src/pool/holder';
-import { Pool } from '../../src/pool/pool';
-import type { Holder } from '../../src/pool/records';
+import type { Pool } from '../../src/pool/pool';
+import type { Holder } from '../../src/store/records';
+import { MemoryPool } from '../support/memory-pool';
 
 const MiB = 2 ** 20;
 
 describe('pool metadata: map, free space table, reservations, checker', () => {
-  let dir: string;
   let pool: Pool;
   let me: Holder;
-  beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'thinvol-unit-'));
-    pool = await Pool.create(join(dir, 'p'), [{ path: join(dir, 'b1'), sizeBytes: 64 * MiB }, { path: join(dir, 'b2'), sizeBytes: 32 * MiB }]);
-    me = selfHolder();
-  });
-  afterEach(async () => {
-    await pool.close();
-    rmSync(dir, { recursive: true, force: true });
+  /** Where backend data starts (after the label area). */
+  let D: number;
+  beforeEach(() => {
+    const mp = MemoryPool.create(64 * MiB, 32 * MiB);
+    pool = mp.pool;
+    me = mp.holder;
+    D = pool.backend(1).dataStart;
   });
 
   const write = (vol: number, vstart: number, len: number, hint?: { backend: number; at: number }): void => {
@@ -30,15 +25,18 @@ describe('pool metadata: map, free space table, reservations, checker', () => {
       v += run.len;
       return p;
     });
-    pool.commit(me, vol, pieces);
+    pool.commitChanges(me, vol, { removes: [], inserts: pieces, released: [], reclaimedBytes: 0 });
   };
+
+  const unmap = (vol: number, start: number, len: number): void =>
+    pool.commitChanges(me, vol, { removes: [{ start, end: start + len }], inserts: [], released: [], reclaimedBytes: 0 });
 
   it('allocates on the backend with most free space and merges adjacent extents', () => {
     const v = pool.createVolume('a', 1024 * MiB);
     write(v.id, 0, MiB);
-    write(v.id, MiB, MiB, { backend: 1, at: MiB });
+    write(v.id, MiB, MiB, { backend: 1, at: D + MiB });
     const map = pool.mapOf(v.id);
-    expect(map).to.deep.equal([{ vstart: 0, len: 2 * MiB, backend: 1, boff: 0 }]);
+    expect(map).to.deep.equal([{ vstart: 0, len: 2 * MiB, backend: 1, boff: D }]);
     expect(pool.volume('a').allocatedBytes).to.equal(2 * MiB);
     expect(checkPool(pool).clean).to.equal(true);
   });
@@ -46,20 +44,21 @@ describe('pool metadata: map, free space table, reservations, checker', () => {
   it('lookup clips extents to the asked range', () => {
     const v = pool.createVolume('a', 1024 * MiB);
     write(v.id, 8192, 16384);
-    expect(pool.map.lookup(v.id, 12288, 4096)).to.deep.equal([{ vstart: 12288, len: 4096, backend: 1, boff: 4096 }]);
+    expect(pool.map.lookup(v.id, 12288, 4096)).to.deep.equal([{ vstart: 12288, len: 4096, backend: 1, boff: D + 4096 }]);
     expect(pool.map.lookup(v.id, 0, 8192)).to.deep.equal([]);
   });
 
   it('unmapping the middle of an extent splits it and frees exactly that run, coalesced', () => {
     const v = pool.createVolume('a', 1024 * MiB);
     write(v.id, 0, 4 * MiB);
-    expect(pool.unmap(v.id, MiB, MiB)).to.equal(MiB);
+    unmap(v.id, MiB, MiB);
+    expect(pool.volume('a').allocatedBytes).to.equal(3 * MiB);
     expect(pool.mapOf(v.id)).to.deep.equal([
-      { vstart: 0, len: MiB, backend: 1, boff: 0 },
-      { vstart: 2 * MiB, len: 2 * MiB, backend: 1, boff: 2 * MiB },
+      { vstart: 0, len: MiB, backend: 1, boff: D },
+      { vstart: 2 * MiB, len: 2 * MiB, backend: 1, boff: D + 2 * MiB },
     ]);
-    pool.unmap(v.id, 0, 4 * MiB);
-    expect([...pool.space.runs(1)]).to.deep.equal([{ backend: 1, start: 0, len: 64 * MiB }]);
+    unmap(v.id, 0, 4 * MiB);
+    expect([...pool.space.runs(1)]).to.deep.equal([{ backend: 1, start: D, len: 64 * MiB }]);
     expect(checkPool(pool).clean).to.equal(true);
   });
 
@@ -84,12 +83,12 @@ describe('pool metadata: map, free space table, reservations, checker', () => {
   it('the checker finds space both free and mapped, and wrong counters', () => {
     const v = pool.createVolume('a', 1024 * MiB);
     write(v.id, 0, MiB);
-    pool.store.txn(() => pool.store.free.put([1, 0], 4096));
+    pool.store.txn(() => pool.store.free.put([1, D], 4096));
     const r = checkPool(pool);
     expect(r.clean).to.equal(false);
     expect(r.errors.join('\n')).to.match(/overlap/);
     pool.store.txn(() => {
-      pool.store.free.remove([1, 0]);
+      pool.store.free.remove([1, D]);
       pool.store.volumes.put(v.id, { ...pool.volume('a'), allocatedBytes: 1 });
     });
     expect(checkPool(pool).errors.join('\n')).to.match(/allocatedBytes says 1/);

@@ -18,7 +18,7 @@ import {
   sh,
   sleep,
 } from './ext4-fixtures';
-import { mulberry32 } from './prng';
+import { mulberry32 } from '../support/prng';
 
 const BS = 1024;
 /** Slowest a single planner run on a 32 MiB image may take before it counts as a hang. */

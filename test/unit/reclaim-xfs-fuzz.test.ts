@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { ByteRange, PlanResult } from '../../src/reclaim/planner';
 import { planXfs } from '../../src/reclaim/xfs/plan-xfs';
 import { MemoryVolume, SMALL_LOG_ENV, XfsWorkdir, agfField, canMountXfs, replayedTruth, sh, uncoveredBytes, xfsGeometry } from './xfs-fixtures';
-import { mulberry32 } from './prng';
+import { mulberry32 } from '../support/prng';
 
 const CHUNK = 1 << 20;
 const CASE_LIMIT_MS = 2000;

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { BufferOverlay } from '../../src/reclaim/xfs/buffer-overlay';
-import { crc32cUpdate } from '../../src/reclaim/crc32c';
+import { crc32cUpdate } from '../../src/util/crc32c';
 import { applyBufRegions, parseBufLogFormat, parseExtentFreeItem } from '../../src/reclaim/xfs/log-items';
 import { parseRecordHeader } from '../../src/reclaim/xfs/log-record';
 import { TransactionAssembler, XFS_LI_BUF } from '../../src/reclaim/xfs/log-transactions';

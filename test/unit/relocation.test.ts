@@ -1,36 +1,32 @@
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { checkPool } from '../../src/check/check-pool';
 import { ChangeLog } from '../../src/layout/change-log';
 import { processStartTime, selfHolder } from '../../src/pool/holder';
-import { Pool } from '../../src/pool/pool';
-import type { Move } from '../../src/pool/records';
+import type { Pool } from '../../src/pool/pool';
+import { MemoryPool } from '../support/memory-pool';
+import type { Move } from '../../src/store/records';
 import { Relocation, StaleBatch } from '../../src/pool/relocation';
 
 const MiB = 2 ** 20;
 
 describe('relocation metadata and the controller lease', () => {
-  let dir: string;
   let pool: Pool;
   let vol: number;
-  beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'thinvol-unit-'));
-    pool = await Pool.create(join(dir, 'p'), [{ path: join(dir, 'b1'), sizeBytes: 64 * MiB }, { path: join(dir, 'b2'), sizeBytes: 64 * MiB }]);
+  /** Where backend data starts (after the label area). */
+  let D: number;
+  beforeEach(() => {
+    pool = MemoryPool.create(64 * MiB, 64 * MiB).pool;
+    D = pool.backend(1).dataStart;
     vol = pool.createVolume('v', 256 * MiB).id;
     const me = selfHolder();
-    const runs = pool.reserve(me, vol, 8 * MiB, { backend: 1, at: 0 });
-    pool.commit(me, vol, runs.map((run, i) => ({ vstart: i === 0 ? 0 : runs.slice(0, i).reduce((n, r) => n + r.len, 0), run })));
-  });
-  afterEach(async () => {
-    await pool.close();
-    rmSync(dir, { recursive: true, force: true });
+    const runs = pool.reserve(me, vol, 8 * MiB, { backend: 1, at: D });
+    const inserts = runs.map((run, i) => ({ vstart: runs.slice(0, i).reduce((n, r) => n + r.len, 0), run }));
+    pool.commitChanges(me, vol, { removes: [], inserts, released: [], reclaimedBytes: 0 });
   });
 
   const plan = (reloc: Relocation, len: number): Move[] => pool.store.txn(() => {
     const [run] = reloc.reserveOn(2, vol, len);
-    return [{ vstart: 0, len, from: { backend: 1, boff: 0 }, to: { backend: 2, boff: run!.start } }];
+    return [{ vstart: 0, len, from: { backend: 1, boff: D }, to: { backend: 2, boff: run!.start } }];
   });
 
   it('apply points the range at the new run, keeps the old one reserved until freed, bumps the generation; check stays clean throughout', () => {
@@ -51,13 +47,13 @@ describe('relocation metadata and the controller lease', () => {
   it('apply refuses, changing nothing, when the range was unmapped or rewritten meanwhile; revert restores the old map', () => {
     const reloc = new Relocation(pool, 'change:2');
     const moves = plan(reloc, MiB);
-    pool.unmap(vol, 0, 4096);
+    pool.commitChanges(selfHolder(), vol, { removes: [{ start: 0, end: 4096 }], inserts: [], released: [], reclaimedBytes: 0 });
     expect(() => pool.store.txn(() => reloc.apply(vol, moves))).to.throw(StaleBatch);
     expect(pool.mapOf(vol).every((e) => e.backend === 1)).to.equal(true);
     pool.store.txn(() => reloc.freeAll());
     expect(checkPool(pool).clean).to.equal(true);
 
-    const again = plan(reloc, 4 * MiB).map((m) => ({ ...m, vstart: 4 * MiB, from: { backend: 1, boff: 4 * MiB } }));
+    const again = plan(reloc, 4 * MiB).map((m) => ({ ...m, vstart: 4 * MiB, from: { backend: 1, boff: D + 4 * MiB } }));
     pool.store.txn(() => reloc.apply(vol, again));
     const g = pool.store.txn(() => reloc.revert(vol, again));
     expect(g).to.equal(2);

@@ -2,19 +2,22 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Pool } from '../../src/pool/pool';
-import { BLOCK } from '../../src/pool/records';
-import { mulberry32 } from './prng';
+import { VolumeMap } from '../../src/pool/volume-map';
+import { LmdbStore } from '../../src/store/lmdb-store';
+import { BLOCK } from '../../src/store/records';
+import { mulberry32 } from '../support/prng';
 
 describe('VolumeMap against a block-by-block model', () => {
   let dir: string;
-  let pool: Pool;
-  before(async () => {
+  let store: LmdbStore;
+  let map: VolumeMap;
+  before(() => {
     dir = mkdtempSync(join(tmpdir(), 'thinvol-unit-'));
-    pool = await Pool.create(join(dir, 'p'), [{ path: join(dir, 'b1'), sizeBytes: 1024 * 1024 }]);
+    store = new LmdbStore(join(dir, 'pool.lmdb'));
+    map = new VolumeMap(store.map);
   });
   after(async () => {
-    await pool.close();
+    await store.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -29,7 +32,7 @@ describe('VolumeMap against a block-by-block model', () => {
       const v = 1 + rnd(3);
       const start = rnd(SPAN);
       const len = 1 + rnd(24);
-      const ext = [...pool.map.extents(v)];
+      const ext = [...map.extents(v)];
       const before = ext[rnd(ext.length + 1)];
       if (before && rnd(3) === 0) {
         // Fill the gap right before an extent, continuing its backend run: a merge with the next entry.
@@ -39,7 +42,7 @@ describe('VolumeMap against a block-by-block model', () => {
         if (n === 0) continue;
         const vstart = (end - n) * BLOCK;
         const boff = before.boff - n * BLOCK;
-        pool.store.txn(() => pool.map.insert(v, { vstart, len: n * BLOCK, backend: before.backend, boff }));
+        store.txn(() => map.insert(v, { vstart, len: n * BLOCK, backend: before.backend, boff }));
         for (let i = 0; i < n; i++) model.set(`${v}:${end - n + i}`, `${before.backend}@${boff / BLOCK + i}`);
       } else if (rnd(3) > 0) {
         let n = 0;
@@ -48,11 +51,11 @@ describe('VolumeMap against a block-by-block model', () => {
         const backend = 1 + rnd(2);
         // Half of the inserts continue the previous backend run, so that merges happen.
         const boff = rnd(2) === 0 ? nextBoff : nextBoff + BLOCK;
-        pool.store.txn(() => pool.map.insert(v, { vstart: start * BLOCK, len: n * BLOCK, backend, boff }));
+        store.txn(() => map.insert(v, { vstart: start * BLOCK, len: n * BLOCK, backend, boff }));
         for (let i = 0; i < n; i++) model.set(`${v}:${start + i}`, `${backend}@${boff / BLOCK + i}`);
         nextBoff = boff + n * BLOCK;
       } else {
-        const removed = pool.store.txn(() => pool.map.remove(v, start * BLOCK, len * BLOCK));
+        const removed = store.txn(() => map.remove(v, start * BLOCK, len * BLOCK));
         let got = 0;
         for (const e of removed) got += e.len / BLOCK;
         let want = 0;
@@ -61,7 +64,7 @@ describe('VolumeMap against a block-by-block model', () => {
       }
       const qs = rnd(SPAN * BLOCK);
       const ql = 1 + rnd(40 * BLOCK);
-      for (const e of pool.map.lookup(v, qs, ql)) {
+      for (const e of map.lookup(v, qs, ql)) {
         expect(e.vstart).to.be.at.least(qs);
         expect(e.vstart + e.len).to.be.at.most(qs + ql);
         for (let b = Math.floor(e.vstart / BLOCK); b * BLOCK < e.vstart + e.len; b++) {
@@ -70,9 +73,9 @@ describe('VolumeMap against a block-by-block model', () => {
       }
     }
     for (const v of [1, 2, 3]) {
-      const blocks = [...pool.map.extents(v)].reduce((n, e) => n + e.len / BLOCK, 0);
+      const blocks = [...map.extents(v)].reduce((n, e) => n + e.len / BLOCK, 0);
       expect(blocks).to.equal([...model.keys()].filter((k) => k.startsWith(`${v}:`)).length);
-      const ext = [...pool.map.extents(v)];
+      const ext = [...map.extents(v)];
       for (let i = 1; i < ext.length; i++) {
         const a = ext[i - 1]!;
         const b = ext[i]!;
@@ -84,7 +87,7 @@ describe('VolumeMap against a block-by-block model', () => {
   });
 
   it('refuses an extent that is not made of whole 4 KiB blocks', () => {
-    expect(() => pool.store.txn(() => pool.map.insert(9, { vstart: 100, len: BLOCK, backend: 1, boff: 0 }))).to.throw(/whole number of 4 KiB blocks/);
-    expect([...pool.map.extents(9)]).to.have.length(0);
+    expect(() => store.txn(() => map.insert(9, { vstart: 100, len: BLOCK, backend: 1, boff: 0 }))).to.throw(/whole number of 4 KiB blocks/);
+    expect([...map.extents(9)]).to.have.length(0);
   });
 });

@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { parseBackendSpec } from '../../pool/backend-spec';
+import { parseBackendSpec } from '../parse-backend';
 import { formatSize } from '../../util/size';
 import { withPool, type GlobalArgs } from '../context';
 import { emit, table } from '../output';

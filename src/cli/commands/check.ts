@@ -1,15 +1,18 @@
 import type { Argv } from 'yargs';
-import { checkPool } from '../../check/check-pool';
+import { CHECK_LIMITS, checkBackends, checkPool } from '../../check/check-pool';
 import { withPool, type GlobalArgs } from '../context';
 import { emit } from '../output';
 
 export function checkCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
-  return y.command('check', 'verify that the map and the free space table agree (exit 0 only when clean)', (c) => c,
-    (a) => withPool(a, (pool) => {
-      const r = checkPool(pool);
+  return y.command('check', 'verify the pool: every backend byte is exactly one of mapped, free or reserved, counters match the map, backends are present, labelled and whole (exit 0 only when clean)', (c) => c,
+    (a) => withPool(a, async (pool) => {
+      const store = checkPool(pool);
+      const backendErrors = await checkBackends(pool);
+      const r = { ...store, clean: store.clean && backendErrors.length === 0, errors: [...backendErrors, ...store.errors], cannotSee: CHECK_LIMITS };
       emit(a.json, r, () => [
         r.clean ? `clean: ${r.extents} extents, ${r.freeRuns} free runs, ${r.reservedRuns} reservations` : `NOT clean: ${r.errors.length} problems`,
         ...r.errors.slice(0, 100).map((e) => `  ${e}`),
+        ...CHECK_LIMITS.map((l) => `  (cannot see: ${l})`),
       ]);
       if (!r.clean) process.exitCode = 1;
     }));

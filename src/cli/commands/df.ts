@@ -5,7 +5,7 @@ import { withPool, type GlobalArgs } from '../context';
 import { emit, table } from '../output';
 
 export function poolUsage(pool: Pool): {
-  capacityBytes: number; allocatedBytes: number; reservedBytes: number; freeBytes: number; provisionedBytes: number;
+  capacityBytes: number; allocatedBytes: number; reservedBytes: number; freeBytes: number; freeingBytes: number; provisionedBytes: number;
   backends: { id: number; path: string; capacityBytes: number; allocatedBytes: number; freeBytes: number }[];
   volumes: { id: number; name: string; sizeBytes: number; allocatedBytes: number; reclaimedBytes: number }[];
   reclaimedBytes: number;
@@ -18,6 +18,8 @@ export function poolUsage(pool: Pool): {
     allocatedBytes: sum(backends, (b) => b.allocatedBytes),
     reservedBytes: sum(backends, (b) => b.reservedBytes),
     freeBytes: sum(backends, (b) => b.freeBytes),
+    // Discarded in a daemon, not committed yet: still allocated above, free within a second.
+    freeingBytes: sum(pool.registry.list(), (d) => d.freeingBytes ?? 0),
     provisionedBytes: sum(volumes, (v) => v.sizeBytes),
     reclaimedBytes: sum(volumes, (v) => v.reclaimedBytes),
     backends,
@@ -31,7 +33,7 @@ export function dfCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const u = poolUsage(pool);
       const pct = (n: number, d: number): string => (d === 0 ? '-' : `${((100 * n) / d).toFixed(1)}%`);
       emit(a.json, u, () => [
-        `pool ${pool.dir}: capacity ${formatSize(u.capacityBytes)}, allocated ${formatSize(u.allocatedBytes)} (${pct(u.allocatedBytes, u.capacityBytes)}), free ${formatSize(u.freeBytes)}, provisioned ${formatSize(u.provisionedBytes)} (${pct(u.provisionedBytes, u.capacityBytes)} of capacity), reclaimed so far ${formatSize(u.reclaimedBytes)}`,
+        `pool ${pool.dir}: capacity ${formatSize(u.capacityBytes)}, allocated ${formatSize(u.allocatedBytes)} (${pct(u.allocatedBytes, u.capacityBytes)}), free ${formatSize(u.freeBytes)}${u.freeingBytes > 0 ? ` (+${formatSize(u.freeingBytes)} being freed)` : ''}, provisioned ${formatSize(u.provisionedBytes)} (${pct(u.provisionedBytes, u.capacityBytes)} of capacity), reclaimed so far ${formatSize(u.reclaimedBytes)}`,
         '',
         ...table([['BACKEND', 'PATH', 'CAPACITY', 'ALLOCATED', 'FREE'], ...u.backends.map((b) => [String(b.id), b.path, formatSize(b.capacityBytes), formatSize(b.allocatedBytes), formatSize(b.freeBytes)])]),
         '',

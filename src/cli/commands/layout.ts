@@ -1,6 +1,6 @@
 import type { Argv } from 'yargs';
 import { LayoutController } from '../../layout/controller';
-import type { ChangeRecord, ChangeRequest } from '../../pool/records';
+import type { ChangeRecord, ChangeRequest } from '../../store/records';
 import type { Pool } from '../../pool/pool';
 import { UserError } from '../../util/errors';
 import { formatSize, parseSize } from '../../util/size';

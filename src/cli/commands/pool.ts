@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { parseBackendSpec } from '../../pool/backend-spec';
+import { parseBackendSpec } from '../parse-backend';
 import { Pool } from '../../pool/pool';
 import { formatSize } from '../../util/size';
 import type { GlobalArgs } from '../context';

@@ -1,5 +1,4 @@
 import type { Argv } from 'yargs';
-import { BackendSet } from '../../backend/backend-set';
 import { controlRequest } from '../../control/control-client';
 import { controlSocketPath } from '../../control/control-server';
 import { selfHolder } from '../../pool/holder';
@@ -22,13 +21,12 @@ export function reclaimCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     } else {
       const holder = selfHolder();
       pool.claim(v.id, holder);
-      const backends = new BackendSet(pool);
+      const backends = pool.backendSet();
       const io = new VolumeIo(pool, backends, holder, v.id);
       try {
-        report = await coldReclaim(pool, io, a['dry-run']);
-        await pool.store.sync();
+        report = await coldReclaim(io, a['dry-run']);
       } finally {
-        io.close();
+        await io.close();
         pool.unclaim(v.id, holder);
         await backends.closeAll();
       }

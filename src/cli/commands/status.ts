@@ -1,7 +1,7 @@
 import type { Argv } from 'yargs';
 import { ChangeLog } from '../../layout/change-log';
 import type { Pool } from '../../pool/pool';
-import type { ChangeRecord } from '../../pool/records';
+import type { ChangeRecord } from '../../store/records';
 import { leaseLive } from '../../pool/registry';
 import { formatSize } from '../../util/size';
 import { withPool, type GlobalArgs } from '../context';

@@ -1,8 +1,7 @@
 import type { Argv } from 'yargs';
-import { BackendSet } from '../../backend/backend-set';
 import { selfHolder } from '../../pool/holder';
 import { checkVolumeSize, type Pool } from '../../pool/pool';
-import type { VolumeRecord } from '../../pool/records';
+import type { VolumeRecord } from '../../store/records';
 import { UserError } from '../../util/errors';
 import { formatSize, parseSize } from '../../util/size';
 import { VolumeIo } from '../../volume/volume-io';
@@ -61,13 +60,12 @@ export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       refuseIfInUse(pool, v, 'resize');
       const holder = selfHolder();
       pool.claim(v.id, holder);
-      const backends = new BackendSet(pool);
+      const backends = pool.backendSet();
       const io = new VolumeIo(pool, backends, holder, v.id);
       try {
         await io.truncate(size);
-        await io.fsync();
       } finally {
-        io.close();
+        await io.close();
         pool.unclaim(v.id, holder);
         await backends.closeAll();
       }
@@ -84,7 +82,6 @@ export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         const v = pool.volume(a.name);
         refuseIfInUse(pool, v, 'delete');
         pool.deleteVolume(v.id);
-        await pool.store.sync();
         emit(a.json, { deleted: v.name, id: v.id, freedBytes: v.allocatedBytes }, () => [`deleted volume ${v.name} (freed ${formatSize(v.allocatedBytes)})`]);
       }))
     .demandCommand(1, 'say which: volume create|list|info|resize|rename|delete'), () => undefined);

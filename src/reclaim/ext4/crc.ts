@@ -1,4 +1,4 @@
-import { crc32cUpdate } from '../crc32c';
+import { crc32cUpdate } from '../../util/crc32c';
 
 /**
  * Checksum primitives used by ext4 and jbd2. All are "raw": the caller passes the running

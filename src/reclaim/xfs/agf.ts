@@ -1,4 +1,4 @@
-import { xfsChecksumOk } from '../crc32c';
+import { xfsChecksumOk } from '../../util/crc32c';
 import { type Parsed, accept, refuse } from '../parsed';
 import { type XfsSuperblock, agLength } from './superblock';
 

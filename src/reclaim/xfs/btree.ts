@@ -1,5 +1,5 @@
 import { BTREE_HDR_BYTES } from './agf';
-import { xfsChecksumOk } from '../crc32c';
+import { xfsChecksumOk } from '../../util/crc32c';
 import { type Parsed, accept, refuse } from '../parsed';
 import type { XfsSuperblock } from './superblock';
 

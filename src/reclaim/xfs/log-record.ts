@@ -1,4 +1,4 @@
-import { crc32cUpdate } from '../crc32c';
+import { crc32cUpdate } from '../../util/crc32c';
 import { type Parsed, accept, refuse } from '../parsed';
 
 export const XLOG_HEADER_MAGIC = 0xfeedbabe;

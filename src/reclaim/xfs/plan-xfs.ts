@@ -3,7 +3,7 @@ import { type Agf, BTREE_HDR_BYTES, parseAgf, parseAgfl } from './agf';
 import { type FreeExtent, NULL_AGBLOCK, XFS_ABTB_CRC_MAGIC, XFS_ABTC_CRC_MAGIC, parseAllocBtreeBlock } from './btree';
 import { BufferOverlay } from './buffer-overlay';
 import { ChunkedReader } from './chunked-reader';
-import { xfsChecksumOk } from '../crc32c';
+import { xfsChecksumOk } from '../../util/crc32c';
 import { BLFT_AGF, BLFT_AGFL, BLFT_BTREE, XFS_BLF_CHUNK, parseBufLogFormat, parseExtentFreeItem } from './log-items';
 import { type CommittedTransaction, XFS_LI_BUF, XFS_LI_EFD, XFS_LI_EFI } from './log-transactions';
 import { type Parsed, accept, refuse } from '../parsed';

@@ -1,4 +1,4 @@
-import { xfsChecksumOk } from '../crc32c';
+import { xfsChecksumOk } from '../../util/crc32c';
 import { type Parsed, accept, refuse } from '../parsed';
 
 export const XFS_SB_MAGIC = 0x58465342;

@@ -3,7 +3,10 @@
 export const BLOCK = 4096;
 
 export interface Superblock {
-  format: 2;
+  /** 3: backends carry a label and their data starts after it. */
+  format: 3;
+  /** Written into every backend's label. */
+  uuid: string;
   createdAt: number;
   nextVolumeId: number;
   nextBackendId: number;
@@ -13,6 +16,9 @@ export interface BackendRecord {
   id: number;
   path: string;
   kind: 'file' | 'block';
+  /** Where data space starts (after the label): the backend's extents lie in [dataStart, dataStart + capacityBytes). */
+  dataStart: number;
+  /** Data space, in bytes. */
   capacityBytes: number;
   /** Bytes mapped by volumes. */
   allocatedBytes: number;
@@ -69,6 +75,8 @@ export interface DaemonRecord extends Holder {
   volumes: number[];
   holds: HoldRecord[];
   fenced?: Fence;
+  /** Space its volumes discarded that their next commit (within a second) gives back. */
+  freeingBytes?: number;
 }
 
 /** The one controller allowed to change the pool's layout at a time. */
