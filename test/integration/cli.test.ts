@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { run, Sandbox, THINVOL } from './harness';
+import { run, Sandbox, THINVOL } from '../support/sandbox';
 
 describe('command line contract', function () {
   const sb = new Sandbox();

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { runCrashLoop } from '../support/crash-loop';
-import { Sandbox } from './harness';
+import { Sandbox } from '../support/sandbox';
 
 describe('crash loop: daemons killed -9 at random moments beside CLI commands (killed too)', () => {
   const sb = new Sandbox();

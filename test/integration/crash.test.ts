@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { must, run, Sandbox, sleep } from './harness';
+import { dropCaches, must, run, Sandbox, sleep } from '../support/sandbox';
 
 describe('crash and security contract', function () {
   const sb = new Sandbox();
@@ -43,7 +43,7 @@ describe('crash and security contract', function () {
     for (let off = 777; off < 128 * 2 ** 20; off += 3 * 2 ** 20 + 4099) await fh.write(Buffer.from('b-data'), 0, 6, off);
     await fh.sync();
     await fh.close();
-    await must('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+    await dropCaches();
     const all = await fs.readFile(b);
     expect(all.includes('SECRET')).to.equal(false);
     const nonZero = all.filter((x) => x !== 0).length;

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { must, run, Sandbox } from './harness';
+import { dropCaches, must, run, Sandbox } from '../support/sandbox';
 
 interface Df { capacityBytes: number; allocatedBytes: number; freeBytes: number; provisionedBytes: number; volumes: { name: string; sizeBytes: number; allocatedBytes: number }[] }
 
@@ -71,7 +71,7 @@ describe('data path through a real FUSE mount', function () {
       }
       return 0;
     };
-    await must('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+    await dropCaches();
     for (const w of writes) {
       const got = await readAt(vol, w.off, w.data.length);
       for (let i = 0; i < w.data.length; i += 997) expect(got[i]).to.equal(expectedAt(w.off + i));

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
-import { must, run, Sandbox } from './harness';
+import { dropCaches, must, run, Sandbox } from '../support/sandbox';
 
 async function fillAndHash(dir: string, files: number, mib: number): Promise<string> {
   for (let i = 0; i < files; i++) await must('dd', ['if=/dev/urandom', `of=${join(dir, `f${i}`)}`, 'bs=1M', `count=${mib}`, 'status=none']);
@@ -25,7 +25,7 @@ describe('real filesystems and tools on a volume', function () {
       await sb.mountFs(dev, at);
       const sums = await fillAndHash(at, 12, 8);
       await sb.umountFs(at);
-      await must('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+      await dropCaches();
       await sb.mountFs(dev, at);
       expect(await must('sh', ['-c', `cd ${at} && md5sum f* | sort`])).to.equal(sums);
       await sb.umountFs(at);

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { ChangeRecord } from '../../src/store/records';
-import { must, run, Sandbox, sleep, type RunResult } from './harness';
+import { dropCaches, must, run, Sandbox, sleep, type RunResult } from '../support/sandbox';
 
 interface Backend { id: number; allocatedBytes: number; reservedBytes: number; capacityBytes: number }
 interface Daemon { pid: number; health: string; epoch: number; volumes: string[] }
@@ -54,7 +54,7 @@ async function writeFile(path: string, data: Buffer): Promise<void> {
 }
 
 async function sameBytes(path: string, data: Buffer): Promise<boolean> {
-  await must('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+  await dropCaches();
   const fh = await fs.open(path, 'r');
   try {
     const got = Buffer.alloc(data.length);
@@ -109,7 +109,7 @@ describe('layout changes across mount daemons', function () {
       expect(b1.reservedBytes, 'reservations left on the drained backend').to.equal(0);
       for (const [i, at] of fsDirs.entries()) {
         await sb.umountFs(at);
-        await must('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+        await dropCaches();
         await must('e2fsck', ['-fn', devs[i]!]);
         await sb.mountFs(devs[i]!, at);
         await must('sh', ['-c', `cd ${at} && md5sum -c --quiet pre.md5 && md5sum -c --quiet sums`]);
@@ -121,7 +121,7 @@ describe('layout changes across mount daemons', function () {
       // cp of as many bytes, on the same disk, made durable like the controller's copy.
       const src = join(sb.dir, 'cp-src');
       await must('dd', ['if=/dev/urandom', `of=${src}`, 'bs=1M', `count=${Math.ceil(change.bytesCopied / MiB)}`, 'status=none']);
-      await must('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
+      await dropCaches();
       const t0 = Date.now();
       await must('sh', ['-c', `cp ${src} ${src}.copy && sync ${src}.copy`]);
       const cpMs = Date.now() - t0;

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
-import { must, run, Sandbox, sleep } from './harness';
+import { dropCaches, must, run, Sandbox, sleep } from '../support/sandbox';
 
 interface Df { allocatedBytes: number; reclaimedBytes: number }
 
@@ -136,7 +136,7 @@ describe('reclaim: capacity comes back after rm inside the guest filesystem, no 
       const released = await reclaimed();
       console.log(`      ${fs} stress: ${(whileRunning / 2 ** 20).toFixed(1)} MiB reclaimed while running, ${(released / 2 ** 20).toFixed(1)} MiB by the end, ${(left / 2 ** 20).toFixed(2)} MiB free in the guest still mapped`);
       await sb.umountFs(at);
-      await must('sh', ['-c', 'echo 3 > /proc/sys/vm/drop_caches']);
+      await dropCaches();
       await sb.mountFs(dev, at);
       const verify = await run('sh', ['-c', `cd ${at} && md5sum -c --quiet ../manifest-${name}`]);
       expect(verify.code, verify.stdout + verify.stderr).to.equal(0);

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import type { Sandbox } from '../integration/harness';
+import type { Sandbox } from './sandbox';
 import { mulberry32 } from './prng';
 
 const SECTOR = 512;

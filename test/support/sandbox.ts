@@ -99,8 +99,9 @@ export class Sandbox {
     await this.cliOk('umount', mnt);
   }
 
-  async losetup(file: string): Promise<string> {
-    const dev = (await must('losetup', ['--find', '--show', file])).trim();
+  /** Attaches a loop device; `directIo` makes it send O_DIRECT I/O to the file (no page cache in between). */
+  async losetup(file: string, opts: { directIo?: boolean } = {}): Promise<string> {
+    const dev = (await must('losetup', ['--find', '--show', ...(opts.directIo === true ? ['--direct-io=on'] : []), file])).trim();
     this.#loops.push(dev);
     return dev;
   }
@@ -138,5 +139,10 @@ export class Sandbox {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Writes back dirty pages and empties the page cache, so that the next reads come from the device. */
+export async function dropCaches(): Promise<void> {
+  await must('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
+}
 
 export { execFileP };
