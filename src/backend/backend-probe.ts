@@ -2,7 +2,7 @@ import { promises as fs, constants } from 'node:fs';
 import { basename } from 'node:path';
 import { DATA_START, encodeLabel, LABEL_BYTES, parseLabel, type BackendLabel } from './backend-label';
 import { lockFile } from '../native/flock';
-import { UserError } from '../util/errors';
+import { FsError, fsErrorFrom } from '../util/errors';
 import { BLOCK } from '../store/records';
 
 export interface BackendSpec { path: string; sizeBytes?: number }
@@ -33,45 +33,45 @@ export async function probeBackend(spec: BackendSpec): Promise<ProbedBackend> {
   const p = spec.path;
   const st = await fs.stat(p).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined;
-    throw new UserError(`cannot use backend ${p}: ${err.message}`);
+    throw fsErrorFrom(err, `cannot use backend ${p}`);
   });
   let kind: 'file' | 'block';
   let size: number;
   if (st?.isBlockDevice()) {
-    if (spec.sizeBytes !== undefined) throw new UserError(`cannot use backend ${p}: a block device is used whole, drop ":SIZE"`);
+    if (spec.sizeBytes !== undefined) throw new FsError('EINVAL', `cannot use backend ${p}: a block device is used whole, drop ":SIZE"`);
     const sectors = await fs.readFile(`/sys/class/block/${basename(await fs.realpath(p))}/size`, 'utf8')
-      .catch(() => { throw new UserError(`cannot use backend ${p}: size of block device unknown`); });
+      .catch(() => { throw new FsError('EINVAL', `cannot use backend ${p}: size of block device unknown`); });
     // O_EXCL on a block device fails while it is mounted or claimed by another exclusive user.
     const probe = await fs.open(p, constants.O_RDONLY | constants.O_EXCL).catch((err: NodeJS.ErrnoException) => {
-      throw new UserError(`cannot use backend ${p}: ${err.code === 'EBUSY' ? 'the device is in use (mounted, or claimed by another program)' : err.message}`);
+      throw new FsError('EBUSY', `cannot use backend ${p}: ${err.code === 'EBUSY' ? 'the device is in use (mounted, or claimed by another program)' : err.message}`);
     });
     await probe.close();
     kind = 'block';
     size = Number(sectors) * 512;
   } else {
-    if (st && !st.isFile()) throw new UserError(`cannot use backend ${p}: not a regular file or block device`);
-    if (!st && spec.sizeBytes === undefined) throw new UserError(`backend ${p} does not exist; give a size to create it (${p}:10G)`);
-    if (st && spec.sizeBytes === undefined && st.size < BLOCK) throw new UserError(`cannot use backend ${p}: file is empty; give a size (${p}:10G)`);
-    if (st && spec.sizeBytes !== undefined && st.size > spec.sizeBytes) throw new UserError(`backend ${p} is already ${st.size} bytes, larger than the ${spec.sizeBytes} asked for`);
+    if (st && !st.isFile()) throw new FsError('EINVAL', `cannot use backend ${p}: not a regular file or block device`);
+    if (!st && spec.sizeBytes === undefined) throw new FsError('ENOENT', `backend ${p} does not exist; give a size to create it (${p}:10G)`);
+    if (st && spec.sizeBytes === undefined && st.size < BLOCK) throw new FsError('EINVAL', `cannot use backend ${p}: file is empty; give a size (${p}:10G)`);
+    if (st && spec.sizeBytes !== undefined && st.size > spec.sizeBytes) throw new FsError('EINVAL', `backend ${p} is already ${st.size} bytes, larger than the ${spec.sizeBytes} asked for`);
     kind = 'file';
     size = spec.sizeBytes ?? st?.size ?? 0;
   }
   const capacityBytes = Math.floor(size / BLOCK) * BLOCK - DATA_START;
-  if (capacityBytes < DATA_START) throw new UserError(`backend ${p}: too small, it needs at least 2M (the first 1M holds its label)`);
+  if (capacityBytes < DATA_START) throw new FsError('EBUSY', `backend ${p}: too small, it needs at least 2M (the first 1M holds its label)`);
   const fh = await fs.open(p, constants.O_RDWR | (kind === 'file' ? constants.O_CREAT : 0), 0o600)
-    .catch((err: Error) => { throw new UserError(`cannot ${st ? 'open' : 'create'} backend ${p}: ${err.message}`); });
+    .catch((err: unknown) => { throw fsErrorFrom(err, `cannot ${st ? 'open' : 'create'} backend ${p}`); });
   try {
-    if (!lockFile(fh.fd, 'exclusive', false)) throw new UserError(`cannot use backend ${p}: another process holds it (a pool using it is running)`);
+    if (!lockFile(fh.fd, 'exclusive', false)) throw new FsError('EBUSY', `cannot use backend ${p}: another process holds it (a pool using it is running)`);
     if (kind === 'file' && spec.sizeBytes !== undefined) await fh.truncate(spec.sizeBytes);
     const head = Buffer.alloc(LABEL_BYTES);
     await fh.read(head, 0, LABEL_BYTES, 0);
     const parsed = parseLabel(head);
-    if (!parsed.ok && !parsed.foreign) throw new UserError(`cannot use backend ${p}: ${parsed.reason}`);
+    if (!parsed.ok && !parsed.foreign) throw new FsError('EINVAL', `cannot use backend ${p}: ${parsed.reason}`);
     if (!parsed.ok) {
       const start = Buffer.alloc(DATA_START);
       await fh.read(start, 0, DATA_START, 0);
       if (start.some((x) => x !== 0)) {
-        throw new UserError(`cannot use backend ${p}: it holds data at its start and is not a thinvol backend; if it may be overwritten, clear its first megabyte first (dd if=/dev/zero of=${p} bs=1M count=1 conv=notrunc)`);
+        throw new FsError('EEXIST', `cannot use backend ${p}: it holds data at its start and is not a thinvol backend; if it may be overwritten, clear its first megabyte first (dd if=/dev/zero of=${p} bs=1M count=1 conv=notrunc)`);
       }
     }
     const stNow = await fh.stat();

@@ -1,5 +1,5 @@
 import yargs from 'yargs';
-import { UserError } from '../util/errors';
+import { FsError } from '../util/errors';
 import { backendCommand } from './commands/backend';
 import { checkCommand } from './commands/check';
 import { dfCommand } from './commands/df';
@@ -23,7 +23,7 @@ export async function main(argv: string[]): Promise<void> {
     .demandCommand(1, 'say which command; see --help')
     .recommendCommands()
     .epilog('Logs: DEBUG=thinvol:* traces FUSE operations, allocation decisions and commits.')
-    .fail((msg, err) => { throw err ?? new UserError(msg); }) as unknown as yargs.Argv<GlobalArgs>;
+    .fail((msg, err) => { throw err ?? new FsError('EINVAL', msg); }) as unknown as yargs.Argv<GlobalArgs>;
   for (const add of [poolCommand, backendCommand, volumeCommand, mountCommand, dfCommand, mapCommand, checkCommand, reclaimCommand, layoutCommands, statusCommand, quickstartCommand]) y = add(y);
   await y.parseAsync();
 }

@@ -1,5 +1,7 @@
 import { connect, type Socket } from 'node:net';
-import { UserError } from '../util/errors';
+import { FsError } from '../util/errors';
+import { LineReader, MAX_ANSWER_LINE, parseAnswer, type AnswerOf, type Request } from './protocol';
+import { REQUEST_TIMEOUT_MS } from './timing';
 
 interface Waiter { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }
 
@@ -8,7 +10,7 @@ export class ControlSession {
   readonly #sock: Socket;
   readonly #waiting: Waiter[] = [];
   readonly #ready: Promise<void>;
-  #buf = '';
+  readonly #reader = new LineReader(MAX_ANSWER_LINE);
   #closed: Error | undefined;
 
   constructor(readonly path: string) {
@@ -16,22 +18,22 @@ export class ControlSession {
     this.#sock.setEncoding('utf8');
     this.#ready = new Promise((resolve, reject) => {
       this.#sock.once('connect', resolve);
-      this.#sock.once('error', (err) => reject(new UserError(`cannot reach daemon at ${path}: ${err.message}`)));
+      this.#sock.once('error', (err: NodeJS.ErrnoException) => reject(new FsError('ECONNREFUSED', `cannot reach daemon at ${path}: ${err.message}`, { cause: err })));
     });
     this.#ready.catch(() => undefined);
     this.#sock.on('data', (chunk: string) => this.#data(chunk));
     this.#sock.on('error', () => undefined);
-    this.#sock.on('close', () => this.#fail(new UserError(`daemon at ${path} closed the control connection`)));
+    this.#sock.on('close', () => this.#fail(new FsError('ECONNRESET', `daemon at ${path} closed the control connection`)));
   }
 
-  /** Sends a request; rejects with a clear message on an error answer or after `timeoutMs`. */
-  async request<T>(request: object, timeoutMs: number): Promise<T> {
+  /** Sends a request; rejects with the daemon's error (its errno kept) or after `timeoutMs`. */
+  async request<R extends Request>(request: R, timeoutMs: number): Promise<AnswerOf<R>> {
     await this.#ready;
     if (this.#closed) throw this.#closed;
-    return new Promise<T>((resolve, reject) => {
+    return new Promise<AnswerOf<R>>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.close();
-        reject(new UserError(`daemon at ${this.path} did not answer within ${timeoutMs / 1000} s`));
+        reject(new FsError('ETIMEDOUT', `daemon at ${this.path} did not answer within ${timeoutMs / 1000} s`));
       }, timeoutMs);
       this.#waiting.push({ resolve: resolve as (v: unknown) => void, reject, timer });
       this.#sock.write(`${JSON.stringify(request)}\n`);
@@ -40,23 +42,26 @@ export class ControlSession {
 
   close(): void {
     this.#sock.destroy();
-    this.#fail(new UserError(`control connection to ${this.path} closed`));
+    this.#fail(new FsError('ECONNRESET', `control connection to ${this.path} closed`));
   }
 
   #data(chunk: string): void {
-    this.#buf += chunk;
-    for (let nl = this.#buf.indexOf('\n'); nl >= 0; nl = this.#buf.indexOf('\n')) {
-      const line = this.#buf.slice(0, nl);
-      this.#buf = this.#buf.slice(nl + 1);
+    let lines: string[];
+    try {
+      lines = this.#reader.push(chunk);
+    } catch (err) {
+      this.#fail(err as Error);
+      this.#sock.destroy();
+      return;
+    }
+    for (const line of lines) {
       const w = this.#waiting.shift();
       if (!w) continue;
       clearTimeout(w.timer);
       try {
-        const answer = JSON.parse(line) as { result?: unknown; error?: string };
-        if (answer.error !== undefined) w.reject(new UserError(answer.error));
-        else w.resolve(answer.result);
-      } catch {
-        w.reject(new UserError(`daemon at ${this.path} sent a malformed answer`));
+        w.resolve(parseAnswer(line));
+      } catch (err) {
+        w.reject(err as Error);
       }
     }
   }
@@ -71,10 +76,10 @@ export class ControlSession {
 }
 
 /** Sends one request to a daemon's control socket and returns its answer. */
-export async function controlRequest<T>(path: string, request: object, timeoutMs = 120_000): Promise<T> {
+export async function controlRequest<R extends Request>(path: string, request: R, timeoutMs = REQUEST_TIMEOUT_MS): Promise<AnswerOf<R>> {
   const s = new ControlSession(path);
   try {
-    return await s.request<T>(request, timeoutMs);
+    return await s.request(request, timeoutMs);
   } finally {
     s.close();
   }

@@ -2,45 +2,52 @@ import { createServer, type Server } from 'node:net';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { logger } from '../util/log';
+import { answerLine, LineReader, MAX_REQUEST_LINE, parseRequest, type Request } from './protocol';
 
 const debug = logger('control');
 
 /** One client connection: a handler can tie state (a hold) to it and undo it when it closes. */
 export interface ControlConnection { onClose(fn: () => void): void }
 
-export type ControlHandler = (request: Record<string, unknown>, conn: ControlConnection) => Promise<unknown>;
+export type ControlHandler = (request: Request, conn: ControlConnection) => Promise<unknown>;
 
 export function controlSocketPath(runDir: string, pid: number): string {
   return join(runDir, `daemon-${pid}.sock`);
 }
 
 /**
- * A daemon's control socket: JSON request lines in, one JSON answer line out for each, in
- * order. A connection lives as long as its client wants (a controller keeps one per change).
+ * A daemon's control socket: request lines in, one answer line out for each, in order. A
+ * connection lives as long as its client wants (a controller keeps one per change); one that
+ * sends a line longer than the protocol allows is dropped.
  */
 export function startControlServer(path: string, handle: ControlHandler): Promise<Server> {
   rmSync(path, { force: true });
   const server = createServer((sock) => {
-    let buf = '';
+    const reader = new LineReader(MAX_REQUEST_LINE);
     let chain = Promise.resolve();
     const closers: (() => void)[] = [];
     const conn: ControlConnection = { onClose: (fn) => { closers.push(fn); } };
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
-      buf += chunk;
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
+      let lines: string[];
+      try {
+        lines = reader.push(chunk);
+      } catch (err) {
+        debug('dropping a client: %s', (err as Error).message);
+        sock.destroy();
+        return;
+      }
+      for (const line of lines) {
         chain = chain.then(async () => {
-          let answer: object;
+          let answer: string;
           try {
-            const request = JSON.parse(line) as Record<string, unknown>;
+            const request = parseRequest(JSON.parse(line));
             debug('request %o', request);
-            answer = { result: await handle(request, conn) };
+            answer = answerLine({ ok: true, value: await handle(request, conn) });
           } catch (err) {
-            answer = { error: err instanceof SyntaxError ? 'bad request: not JSON' : err instanceof Error ? err.message : String(err) };
+            answer = answerLine({ ok: false, error: err instanceof SyntaxError ? new Error('bad request: not JSON') : err });
           }
-          if (!sock.destroyed) sock.write(`${JSON.stringify(answer)}\n`);
+          if (!sock.destroyed) sock.write(answer);
         });
       }
     });

@@ -1,4 +1,6 @@
 import type { ControlConnection } from '../control/control-server';
+import type { Request } from '../control/protocol';
+import { HOLD_LIMIT_MS } from '../control/timing';
 import type { Pool } from '../pool/pool';
 import type { HoldRecord } from '../store/records';
 import { logger } from '../util/log';
@@ -6,19 +8,8 @@ import type { VolumeIo } from '../volume/volume-io';
 
 const debug = logger('hold');
 
-/**
- * A hold the controller neither finishes nor abandons in this time is broken by the daemon, so
- * a stopped controller cannot stall the guest forever. Breaking is safe: the hold record goes
- * first, and a controller applies a batch only while every hold record of it is still there.
- */
-const HOLD_LIMIT_MS = 10_000;
 
 interface ActiveHold { record: HoldRecord; unlock: () => void; timer: NodeJS.Timeout; since: number }
-
-const num = (v: unknown, what: string): number => {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`bad request: ${what} must be a non-negative integer`);
-  return v;
-};
 
 /** The daemon's side of a layout change: hold a range, switch to the new map, release. */
 export class HoldService {
@@ -26,15 +17,14 @@ export class HoldService {
 
   constructor(private readonly pool: Pool, private readonly id: string, private readonly ioOf: (volume: number) => VolumeIo | undefined, private readonly allIo: () => Iterable<VolumeIo>) {}
 
-  async handle(req: Record<string, unknown>, conn: ControlConnection): Promise<unknown> {
+  handle(req: Exclude<Request, { op: 'reclaim' }>, conn: ControlConnection): Promise<unknown> {
     switch (req.op) {
-      case 'hold': return this.#hold({ change: num(req.change, 'change'), seq: num(req.seq, 'seq'), volume: num(req.volume, 'volume'), start: num(req.start, 'start'), end: num(req.end, 'end') }, conn);
-      case 'apply': return this.#apply(num(req.change, 'change'), num(req.seq, 'seq'), num(req.volume, 'volume'), num(req.generation, 'generation'));
-      case 'release': return { ms: this.#release(`${num(req.change, 'change')}:${num(req.seq, 'seq')}`, 'released') };
+      case 'hold': return this.#hold({ change: req.change, seq: req.seq, volume: req.volume, start: req.start, end: req.end }, conn);
+      case 'apply': return Promise.resolve(this.#apply(req.change, req.seq, req.volume, req.generation));
+      case 'release': return Promise.resolve({ ms: this.#release(`${req.change}:${req.seq}`, 'released') });
       case 'drop-reservations':
         for (const io of this.allIo()) io.dropReservation();
-        return { ok: true };
-      default: throw new Error(`unknown request ${JSON.stringify(req.op)}`);
+        return Promise.resolve({ ok: true });
     }
   }
 

@@ -4,6 +4,7 @@ import { FuseOps } from '../fuse/fuse-ops';
 import { holderId, selfHolder } from '../pool/holder';
 import type { Pool } from '../pool/pool';
 import { controlSocketPath, startControlServer } from '../control/control-server';
+import { HEARTBEAT_MS } from '../control/timing';
 import { logger } from '../util/log';
 import { findMount, prepareMountpoint, unmountStrict } from './mountpoint';
 import { HoldService } from './hold-service';
@@ -14,7 +15,6 @@ const debug = logger('daemon');
 const COMMIT_INTERVAL_MS = 1000;
 const WATCH_INTERVAL_MS = 1000;
 const RECLAIM_INTERVAL_MS = 2000;
-const HEARTBEAT_INTERVAL_MS = 1000;
 
 export interface DaemonOptions { autoReclaim: boolean }
 
@@ -52,7 +52,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   const sockPath = controlSocketPath(pool.runDir, process.pid);
   pool.registry.register(holder, mnt, sockPath);
   const control = await startControlServer(sockPath, async (req, conn) => {
-    if (req.op === 'reclaim' && typeof req.volume === 'string') return ops.reclaim(req.volume, req.dryRun === true);
+    if (req.op === 'reclaim') return ops.reclaim(req.volume, req.dryRun);
     return holds.handle(req, conn);
   });
   try {
@@ -87,7 +87,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
       } catch (err) {
         console.error(`thinvol: heartbeat failed: ${String(err)}`);
       }
-    }, HEARTBEAT_INTERVAL_MS);
+    }, HEARTBEAT_MS);
     const watchTimer = setInterval(() => {
       findMount(mnt).then((m) => { if (!m || m.fstype !== 'fuse.thinvol') finish(); }, () => undefined);
     }, WATCH_INTERVAL_MS);

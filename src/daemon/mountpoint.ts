@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { UserError } from '../util/errors';
+import { FsError } from '../util/errors';
 
 const execFileP = promisify(execFile);
 
@@ -33,16 +33,16 @@ export async function findMount(mountpoint: string): Promise<MountEntry | undefi
  */
 export async function prepareMountpoint(mountpoint: string): Promise<string> {
   const abs = resolve(mountpoint);
-  if (abs.includes(',')) throw new UserError(`mountpoint ${abs}: commas are not allowed in the path`);
+  if (abs.includes(',')) throw new FsError('EINVAL', `mountpoint ${abs}: commas are not allowed in the path`);
   const existing = await findMount(abs);
   if (existing) {
     const stale = await fs.stat(abs).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN');
-    if (!stale) throw new UserError(`mountpoint ${abs} is busy: ${existing.fstype} from ${existing.source} is mounted there`);
+    if (!stale) throw new FsError('EBUSY', `mountpoint ${abs} is busy: ${existing.fstype} from ${existing.source} is mounted there`);
     await execFileP('fusermount', ['-uz', abs]).catch(() => execFileP('umount', ['-l', abs]));
   }
   const st = await fs.stat(abs).catch(() => undefined);
-  if (!st) throw new UserError(`mountpoint ${abs} does not exist (create it with: mkdir -p ${abs})`);
-  if (!st.isDirectory()) throw new UserError(`mountpoint ${abs} is not a directory`);
+  if (!st) throw new FsError('ENOENT', `mountpoint ${abs} does not exist (create it with: mkdir -p ${abs})`);
+  if (!st.isDirectory()) throw new FsError('ENOTDIR', `mountpoint ${abs} is not a directory`);
   return abs;
 }
 
@@ -52,7 +52,7 @@ export async function unmountStrict(mountpoint: string): Promise<void> {
     await execFileP('fusermount', ['-u', mountpoint]);
   } catch (err) {
     const msg = String((err as { stderr?: string }).stderr ?? (err as Error).message).trim();
-    if (/busy/i.test(msg)) throw new UserError(`cannot unmount ${mountpoint}: it is busy (a loop device or process still uses a volume; detach with losetup -d first)`);
-    throw new UserError(`cannot unmount ${mountpoint}: ${msg}`);
+    if (/busy/i.test(msg)) throw new FsError('EBUSY', `cannot unmount ${mountpoint}: it is busy (a loop device or process still uses a volume; detach with losetup -d first)`);
+    throw new FsError('EINVAL', `cannot unmount ${mountpoint}: ${msg}`);
   }
 }

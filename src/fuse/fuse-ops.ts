@@ -1,7 +1,8 @@
 import type { BackendSet } from '../backend/backend-set';
 import type { Pool } from '../pool/pool';
 import { BLOCK, type Holder, type VolumeRecord } from '../store/records';
-import { FsError, UserError } from '../util/errors';
+import { constants } from 'node:os';
+import { errnoOf, FsError } from '../util/errors';
 import { logger } from '../util/log';
 import { coldReclaim, Reclaimer, type ReclaimReport } from '../reclaim/reclaimer';
 import { VolumeIo } from '../volume/volume-io';
@@ -25,27 +26,24 @@ interface Stat {
 interface Handle { io: VolumeIo; writable: boolean }
 interface OpenVolume { io: VolumeIo; handles: number; writers: number; reclaimer?: Reclaimer; scannedAt: number }
 
-/** Turns any failure into the negative errno fuse-native wants, logging the unexpected ones. */
-function errnoOf(op: string, err: unknown): number {
-  if (err instanceof FsError) {
-    debug('%s: %s', op, err.message);
-    return -err.errno;
-  }
-  if (err instanceof UserError) {
-    debug('%s: %s', op, err.message);
-    return -22;
+/** Turns any failure into the negative errno the kernel gets, logging the unexpected ones (as EIO). */
+function negErrno(op: string, err: unknown): number {
+  const errno = errnoOf(err);
+  if (errno !== undefined) {
+    debug('%s: %s', op, err instanceof Error ? err.message : String(err));
+    return -errno;
   }
   console.error(`thinvol: ${op} failed: ${err instanceof Error ? err.stack : String(err)}`);
-  return -5;
+  return -constants.errno.EIO;
 }
 
 /** read and write answer with the byte count (or a negative errno) as the callback's only argument. */
 function runCount(op: string, cb: (n: number) => void, fn: () => Promise<number>): void {
-  Promise.resolve().then(fn).then((n) => cb(n), (err: unknown) => cb(errnoOf(op, err)));
+  Promise.resolve().then(fn).then((n) => cb(n), (err: unknown) => cb(negErrno(op, err)));
 }
 
 function run<T>(op: string, cb: (err: number, value?: T) => void, fn: () => Promise<T> | T): void {
-  Promise.resolve().then(fn).then((v) => cb(0, v), (err: unknown) => cb(errnoOf(op, err)));
+  Promise.resolve().then(fn).then((v) => cb(0, v), (err: unknown) => cb(negErrno(op, err)));
 }
 
 /**
@@ -192,12 +190,7 @@ export class FuseOps {
       create: (path: string, mode: number, cb: Cb<number>) => run('create', cb, () => {
         const name = path.slice(1);
         if (name.includes('/')) throw new FsError('EACCES', 'volumes live at the top of the mount only');
-        let v: VolumeRecord;
-        try {
-          v = this.pool.createVolume(name, 0, mode & 0o7777);
-        } catch (err) {
-          throw err instanceof UserError ? new FsError(/already exists/.test(err.message) ? 'EEXIST' : 'EINVAL', err.message) : err;
-        }
+        const v = this.pool.createVolume(name, 0, mode & 0o7777);
         debug('create %s -> volume %d', name, v.id);
         return this.#openHandle(v, true);
       }),
@@ -232,11 +225,7 @@ export class FuseOps {
         const v = this.#volume(src);
         const to = dest.slice(1);
         if (to.includes('/')) throw new FsError('EACCES', 'volumes live at the top of the mount only');
-        try {
-          this.pool.renameVolume(v.name, to);
-        } catch (err) {
-          throw err instanceof UserError ? new FsError(/already exists/.test(err.message) ? 'EEXIST' : 'EINVAL', err.message) : err;
-        }
+        this.pool.renameVolume(v.name, to);
       }),
       chmod: (path: string, mode: number, cb: Cb) => run('chmod', cb, () => this.pool.updateVolume(this.#volume(path).id, { mode: mode & 0o7777 })),
       chown: (path: string, uid: number, gid: number, cb: Cb) => run('chown', cb, () => {

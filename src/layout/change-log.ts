@@ -2,7 +2,7 @@ import { holderId, selfHolder } from '../pool/holder';
 import type { Pool } from '../pool/pool';
 import type { ChangeRecord, ChangeRequest } from '../store/records';
 import { leaseLive } from '../pool/registry';
-import { UserError } from '../util/errors';
+import { FsError, LeaseLost } from '../util/errors';
 
 export function describeRequest(pool: Pool, r: ChangeRequest): string {
   switch (r.kind) {
@@ -46,7 +46,7 @@ export class ChangeLog {
       const lease = store.leases.get('controller');
       if (leaseLive(lease) && lease.holder !== this.me) {
         const other = store.changes.get(lease.change);
-        throw new UserError(`another layout change is running: change ${lease.change} (${other?.title ?? '?'}) by pid ${lease.pid}; wait for it (thinvol status --watch)`);
+        throw new FsError('EBUSY', `another layout change is running: change ${lease.change} (${other?.title ?? '?'}) by pid ${lease.pid}; wait for it (thinvol status --watch)`);
       }
       const unfinished = this.recent(20).find((c) => c.state === 'running');
       const now = Date.now();
@@ -77,7 +77,7 @@ export class ChangeLog {
   assertLease(change: number): void {
     const lease = this.pool.store.leases.get('controller');
     if (!lease || lease.holder !== this.me || lease.change !== change) {
-      throw new UserError(`lost the controller lease for change ${change} (another controller took over after this one stopped renewing it)`);
+      throw new LeaseLost(`lost the controller lease for change ${change} (another controller took over after this one stopped renewing it)`);
     }
   }
 

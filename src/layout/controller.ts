@@ -1,9 +1,10 @@
 import type { BackendSet } from '../backend/backend-set';
 import { ControlSession, controlRequest } from '../control/control-client';
+import type { Request } from '../control/protocol';
 import type { Pool } from '../pool/pool';
 import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonReport, Move, Run } from '../store/records';
 import { Relocation, StaleBatch } from '../pool/relocation';
-import { UserError } from '../util/errors';
+import { FsError, LeaseLost } from '../util/errors';
 import { logger } from '../util/log';
 import { ChangeLog, withoutBatch } from './change-log';
 import { planBatch, rebalanceStep, type BatchLimits, type PlacedExtent, type PlannedBatch } from './plan-batch';
@@ -71,7 +72,7 @@ export class LayoutController {
       }
       return this.#finish('done', this.#doneNote(request));
     } catch (err) {
-      if (err instanceof UserError && /lost the controller lease/.test(err.message)) throw err;
+      if (err instanceof LeaseLost) throw err;
       this.#finish('failed', `failed: ${err instanceof Error ? err.message : String(err)}`);
       throw err;
     } finally {
@@ -85,11 +86,11 @@ export class LayoutController {
     if (r.kind === 'drain') {
       const b = this.pool.backend(r.backend);
       const room = backends.filter((o) => o.id !== b.id && o.draining !== true).reduce((n, o) => n + o.capacityBytes - o.allocatedBytes - o.reservedBytes, 0);
-      if (room < b.allocatedBytes) throw new UserError(`cannot drain backend ${b.id}: it holds ${b.allocatedBytes} bytes, the other backends have ${room} bytes free`);
+      if (room < b.allocatedBytes) throw new FsError('ENOSPC', `cannot drain backend ${b.id}: it holds ${b.allocatedBytes} bytes, the other backends have ${room} bytes free`);
     }
     if (r.kind === 'migrate') {
       const to = this.pool.backend(r.to);
-      if (to.draining === true) throw new UserError(`backend ${to.id} is being drained; migrate to another one`);
+      if (to.draining === true) throw new FsError('EINVAL', `backend ${to.id} is being drained; migrate to another one`);
     }
   }
 
@@ -179,7 +180,7 @@ export class LayoutController {
   #next(): { planned: PlannedBatch; to: number } | undefined {
     const scope = this.#scope();
     if (!scope) return undefined;
-    if (scope.to === undefined) throw new UserError('no backend has room for the data being moved');
+    if (scope.to === undefined) throw new FsError('ENOSPC', 'no backend has room for the data being moved');
     const limits = { ...this.opts.limits, bytes: scope.bytes };
     const [volume, offset] = this.#cursor;
     let planned = planBatch(this.#extents(volume, offset), scope.needs, limits);
@@ -271,7 +272,7 @@ export class LayoutController {
   }
 
   /** Sends a request to every participant; returns those that failed (no answer in time, or an error). */
-  async #ask(parts: Participant[], phase: DaemonReport['phase'], request: object): Promise<Participant[]> {
+  async #ask(parts: Participant[], phase: DaemonReport['phase'], request: Request): Promise<Participant[]> {
     const sent = Date.now();
     const results = await Promise.allSettled(parts.map((p) => p.session.request(request, this.opts.timeoutMs)));
     const failed: Participant[] = [];

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FsError, UserError } from '../util/errors';
+import { FsError } from '../util/errors';
 import { logger } from '../util/log';
 import { randomUUID } from 'node:crypto';
 import { DATA_START } from '../backend/backend-label';
@@ -20,13 +20,13 @@ const debug = logger('alloc');
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 
 export function checkVolumeName(name: string): void {
-  if (!NAME_RE.test(name)) throw new UserError(`bad volume name "${name}": use 1-128 letters, digits, '.', '_', '+', '-', not starting with a symbol`);
+  if (!NAME_RE.test(name)) throw new FsError('EINVAL', `bad volume name "${name}": use 1-128 letters, digits, '.', '_', '+', '-', not starting with a symbol`);
 }
 
 /** Sizes given on the command line: whole 512-byte sectors, so loop devices see all of it. */
 export function checkVolumeSize(size: number): void {
   if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) {
-    throw new UserError(`bad volume size ${size}: must be a positive multiple of 512 bytes`);
+    throw new FsError('EINVAL', `bad volume size ${size}: must be a positive multiple of 512 bytes`);
   }
 }
 
@@ -78,14 +78,14 @@ export class Pool {
   /** Makes a pool: its backends are probed, labelled, then recorded in a new store. */
   static async create(dir: string, specs: BackendSpec[]): Promise<Pool> {
     const abs = resolve(dir);
-    if (specs.length === 0) throw new UserError('pool create needs at least one --backend PATH[:SIZE]');
-    if (existsSync(Pool.metaFile(abs))) throw new UserError(`pool ${abs} already exists`);
+    if (specs.length === 0) throw new FsError('EINVAL', 'pool create needs at least one --backend PATH[:SIZE]');
+    if (existsSync(Pool.metaFile(abs))) throw new FsError('EEXIST', `pool ${abs} already exists`);
     const probed: ProbedBackend[] = [];
     for (const s of specs) {
       const p = await probeBackend(s);
       const twin = probed.find((o) => sameIdentity(o.identity, p.identity));
-      if (twin) throw new UserError(`backend ${p.path} is the same ${p.kind === 'block' ? 'device' : 'file'} as ${twin.path}`);
-      if (p.label) throw new UserError(`cannot use backend ${p.path}: it belongs to thinvol pool ${p.label.poolUuid} (backend ${p.label.backendId})`);
+      if (twin) throw new FsError('EEXIST', `backend ${p.path} is the same ${p.kind === 'block' ? 'device' : 'file'} as ${twin.path}`);
+      if (p.label) throw new FsError('EBUSY', `cannot use backend ${p.path}: it belongs to thinvol pool ${p.label.poolUuid} (backend ${p.label.backendId})`);
       probed.push(p);
     }
     const uuid = randomUUID();
@@ -106,7 +106,7 @@ export class Pool {
 
   static open(dir: string): Pool {
     const abs = resolve(dir);
-    if (!existsSync(Pool.metaFile(abs))) throw new UserError(`no pool at ${abs} (create one with: thinvol --pool ${abs} pool create --backend FILE:SIZE)`);
+    if (!existsSync(Pool.metaFile(abs))) throw new FsError('ENOENT', `no pool at ${abs} (create one with: thinvol --pool ${abs} pool create --backend FILE:SIZE)`);
     mkdirSync(join(abs, 'run'), { recursive: true });
     return new Pool(abs, new LmdbStore(Pool.metaFile(abs)));
   }
@@ -124,7 +124,7 @@ export class Pool {
   superblock(): Superblock {
     const sb = this.store.meta.get('super');
     const format = sb?.format as number | undefined;
-    if (format === 1 || format === 2) throw new UserError(`pool ${this.dir} was made by a development version of thinvol (format ${format}, before backend labels); create a new pool`);
+    if (format === 1 || format === 2) throw new FsError('EINVAL', `pool ${this.dir} was made by a development version of thinvol (format ${format}, before backend labels); create a new pool`);
     if (!sb || sb.format !== 3) throw new Error(`pool ${this.dir}: superblock missing or of an unknown format`);
     return sb;
   }
@@ -148,7 +148,7 @@ export class Pool {
   /** A backend named by its id or its path. */
   findBackend(idOrPath: string): BackendRecord {
     const b = this.backendList().find((r) => r.path === resolve(idOrPath) || (/^\d+$/.test(idOrPath) && r.id === Number(idOrPath)));
-    if (!b) throw new UserError(`no backend "${idOrPath}" in pool ${this.dir} (see thinvol backend list)`);
+    if (!b) throw new FsError('ENOENT', `no backend "${idOrPath}" in pool ${this.dir} (see thinvol backend list)`);
     return b;
   }
 
@@ -156,7 +156,7 @@ export class Pool {
     this.store.txn(() => {
       const b = this.backend(id);
       if (draining && !this.backendList().some((o) => o.id !== id && o.draining !== true)) {
-        throw new UserError(`backend ${id} is the pool's only backend not draining: add another before draining it`);
+        throw new FsError('EBUSY', `backend ${id} is the pool's only backend not draining: add another before draining it`);
       }
       this.store.backends.put(id, { ...b, draining });
     });
@@ -167,9 +167,9 @@ export class Pool {
     const b = this.store.txn(() => {
       const rec = this.backend(id);
       if (rec.allocatedBytes > 0 || rec.reservedBytes > 0) {
-        throw new UserError(`backend ${id} (${rec.path}) still holds ${rec.allocatedBytes + rec.reservedBytes} bytes: move them off first with thinvol backend drain ${id}`);
+        throw new FsError('EBUSY', `backend ${id} (${rec.path}) still holds ${rec.allocatedBytes + rec.reservedBytes} bytes: move them off first with thinvol backend drain ${id}`);
       }
-      if (this.backendList().length === 1) throw new UserError(`backend ${id} is the pool's last backend`);
+      if (this.backendList().length === 1) throw new FsError('EBUSY', `backend ${id} is the pool's last backend`);
       for (const r of [...this.space.runs(id)]) this.store.free.remove([id, r.start]);
       this.store.backends.remove(id);
       return rec;
@@ -183,21 +183,21 @@ export class Pool {
     if (id) {
       for (const b of this.backendList()) {
         const other = await identityOf(b.path);
-        if (b.path === spec.path || (other && sameIdentity(id, other))) throw new UserError(`backend ${spec.path} is already in the pool as backend ${b.id} (${b.path})`);
+        if (b.path === spec.path || (other && sameIdentity(id, other))) throw new FsError('EEXIST', `backend ${spec.path} is already in the pool as backend ${b.id} (${b.path})`);
       }
       for (const own of [Pool.metaFile(this.dir), `${Pool.metaFile(this.dir)}-lock`, `${Pool.metaFile(this.dir)}-gate`]) {
         const o = await identityOf(own);
-        if (o && sameIdentity(id, o)) throw new UserError(`cannot use backend ${spec.path}: it is the pool's own metadata file ${own}`);
+        if (o && sameIdentity(id, o)) throw new FsError('EBUSY', `cannot use backend ${spec.path}: it is the pool's own metadata file ${own}`);
       }
     }
     const p = await probeBackend(spec);
     const sb = this.superblock();
     if (p.label && (p.label.poolUuid !== sb.uuid || this.store.backends.get(p.label.backendId) !== undefined)) {
-      throw new UserError(`cannot use backend ${p.path}: it belongs to thinvol pool ${p.label.poolUuid} (backend ${p.label.backendId})`);
+      throw new FsError('EBUSY', `cannot use backend ${p.path}: it belongs to thinvol pool ${p.label.poolUuid} (backend ${p.label.backendId})`);
     }
     await writeLabel(p.path, { poolUuid: sb.uuid, backendId: sb.nextBackendId });
     return this.store.txn(() => {
-      if (this.superblock().nextBackendId !== sb.nextBackendId) throw new UserError('another backend was added meanwhile; run the command again');
+      if (this.superblock().nextBackendId !== sb.nextBackendId) throw new FsError('EAGAIN', 'another backend was added meanwhile; run the command again');
       return this.insertBackend({ path: p.path, kind: p.kind, dataStart: DATA_START, capacityBytes: p.capacityBytes });
     });
   }
@@ -225,7 +225,7 @@ export class Pool {
 
   volume(nameOrId: string): VolumeRecord {
     const v = this.findVolume(nameOrId);
-    if (!v) throw new UserError(`no volume "${nameOrId}" in pool ${this.dir}`);
+    if (!v) throw new FsError('ENOENT', `no volume "${nameOrId}" in pool ${this.dir}`);
     return v;
   }
 
@@ -237,7 +237,7 @@ export class Pool {
     checkVolumeName(name);
     checkFileSize(sizeBytes);
     return this.store.txn(() => {
-      if (this.store.names.get(name) !== undefined) throw new UserError(`volume "${name}" already exists`);
+      if (this.store.names.get(name) !== undefined) throw new FsError('EEXIST', `volume "${name}" already exists`);
       const sb = this.superblock();
       const now = Date.now();
       const v: VolumeRecord = { id: sb.nextVolumeId, name, sizeBytes, allocatedBytes: 0, mode, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, createdAt: now, mtimeMs: now };
@@ -252,7 +252,7 @@ export class Pool {
     checkVolumeName(to);
     return this.store.txn(() => {
       const v = this.volume(from);
-      if (this.store.names.get(to) !== undefined) throw new UserError(`volume "${to}" already exists`);
+      if (this.store.names.get(to) !== undefined) throw new FsError('EEXIST', `volume "${to}" already exists`);
       this.store.names.remove(v.name);
       this.store.names.put(to, v.id);
       const renamed = { ...v, name: to };

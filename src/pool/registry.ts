@@ -1,9 +1,8 @@
+import { LEASE_MS } from '../control/timing';
 import { holderAlive, holderId, parseHolderId } from './holder';
 import type { MetaStore } from '../store/meta-store';
 import type { DaemonRecord, Fence, Holder, HoldRecord, Lease } from '../store/records';
 
-/** A controller that has not renewed its lease for this long has lost it (it may be stopped). */
-export const LEASE_MS = 15_000;
 
 export function leaseLive(lease: Lease | undefined): lease is Lease {
   if (!lease || Date.now() - lease.renewedAt > LEASE_MS) return false;

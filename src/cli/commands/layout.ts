@@ -1,8 +1,9 @@
 import type { Argv } from 'yargs';
+import { REPORT_TIMEOUT_MS } from '../../control/timing';
 import { LayoutController } from '../../layout/controller';
 import type { ChangeRecord, ChangeRequest } from '../../store/records';
 import type { Pool } from '../../pool/pool';
-import { UserError } from '../../util/errors';
+import { FsError } from '../../util/errors';
 import { formatSize, parseSize } from '../../util/size';
 import { withPool, type GlobalArgs } from '../context';
 import { emit } from '../output';
@@ -12,7 +13,7 @@ export interface ChangeArgs { timeout: number; batch: string }
 /** Options every layout-changing command takes. */
 export function changeOptions<T>(c: Argv<T>): Argv<T & ChangeArgs> {
   return c
-    .option('timeout', { type: 'number', default: 5, describe: 'seconds a mount daemon has to report each step before it is fenced (its volumes are then left as they are)' })
+    .option('timeout', { type: 'number', default: REPORT_TIMEOUT_MS / 1000, describe: 'seconds a mount daemon has to report each step before it is fenced (its volumes are then left as they are)' })
     .option('batch', { type: 'string', default: '4M', describe: 'most bytes moved per batch; the range is held while they are copied' });
 }
 
@@ -26,9 +27,9 @@ export function summarize(c: ChangeRecord): string[] {
 
 /** Runs a change as this process's controller; Ctrl-C stops it after the current batch. */
 export async function runChange(a: GlobalArgs & ChangeArgs, request: (pool: Pool) => ChangeRequest): Promise<void> {
-  if (!(a.timeout > 0)) throw new UserError(`bad --timeout ${a.timeout}: must be a positive number of seconds`);
+  if (!(a.timeout > 0)) throw new FsError('EINVAL', `bad --timeout ${a.timeout}: must be a positive number of seconds`);
   const batch = parseSize(a.batch);
-  if (batch < 4096 || batch % 4096 !== 0) throw new UserError(`bad --batch ${a.batch}: must be a multiple of 4 KiB`);
+  if (batch < 4096 || batch % 4096 !== 0) throw new FsError('EINVAL', `bad --batch ${a.batch}: must be a multiple of 4 KiB`);
   let stop = false;
   const onSignal = (): void => { stop = true; };
   process.on('SIGINT', onSignal);
@@ -58,7 +59,7 @@ export function layoutCommands(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const v = pool.volume(a.volume);
       const offset = parseSize(a.offset);
       const length = a.length === undefined ? Number.MAX_SAFE_INTEGER : parseSize(a.length);
-      if (offset % 4096 !== 0 || (a.length !== undefined && length % 4096 !== 0)) throw new UserError('--offset and --length must be multiples of 4 KiB');
+      if (offset % 4096 !== 0 || (a.length !== undefined && length % 4096 !== 0)) throw new FsError('EINVAL', '--offset and --length must be multiples of 4 KiB');
       return { kind: 'migrate', volume: v.id, to: pool.findBackend(a.to).id, offset, length };
     }))
     .command('rebalance', 'move extents so that every backend is filled to the same fraction (after backend add)', (c) => changeOptions(c),

@@ -6,7 +6,7 @@ import { runMountDaemon } from '../../daemon/mount-daemon';
 import { findMount, prepareMountpoint, unmountStrict } from '../../daemon/mountpoint';
 import { holderAlive } from '../../pool/holder';
 import { Pool } from '../../pool/pool';
-import { UserError } from '../../util/errors';
+import { FsError } from '../../util/errors';
 import { withPool, type GlobalArgs } from '../context';
 import { emit } from '../output';
 
@@ -32,9 +32,9 @@ async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolea
         child.disconnect();
         child.unref();
         res(child.pid ?? 0);
-      } else rej(new UserError(m.error ?? 'mount failed'));
+      } else rej(new FsError('EIO', m.error ?? 'mount failed'));
     });
-    child.once('exit', (code) => rej(new UserError(`mount daemon exited with status ${code ?? '?'} before mounting; see ${log}`)));
+    child.once('exit', (code) => rej(new FsError('EIO', `mount daemon exited with status ${code ?? '?'} before mounting; see ${log}`)));
   });
 }
 
@@ -70,13 +70,13 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     async (a) => {
       const mnt = resolve(a.mountpoint);
       const m = await findMount(mnt);
-      if (!m || m.fstype !== 'fuse.thinvol') throw new UserError(`${mnt} is not a thinvol mount`);
+      if (!m || m.fstype !== 'fuse.thinvol') throw new FsError('ENOENT', `${mnt} is not a thinvol mount`);
       // The mount's source is the pool that serves it, whatever --pool says.
       const daemons = await withPool({ ...a, pool: m.source }, (pool) => pool.registry.list().filter((d) => d.mountpoint === mnt));
       await unmountStrict(mnt);
       for (const d of daemons) {
         for (let i = 0; i < 300 && holderAlive(d); i++) await new Promise((r) => setTimeout(r, 100));
-        if (holderAlive(d)) throw new UserError(`unmounted ${mnt}, but daemon pid ${d.pid} did not exit within 30 s`);
+        if (holderAlive(d)) throw new FsError('ETIMEDOUT', `unmounted ${mnt}, but daemon pid ${d.pid} did not exit within 30 s`);
       }
       emit(a.json, { unmounted: mnt }, () => [`unmounted ${mnt}`]);
     });

@@ -17,7 +17,7 @@ export function reclaimCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     const writer = pool.claimant(v.id);
     let report: ReclaimReport;
     if (writer) {
-      report = await controlRequest<ReclaimReport>(controlSocketPath(pool.runDir, writer.pid), { op: 'reclaim', volume: v.name, dryRun: a['dry-run'] });
+      report = await controlRequest(controlSocketPath(pool.runDir, writer.pid), { op: 'reclaim', volume: v.name, dryRun: a['dry-run'] });
     } else {
       const holder = selfHolder();
       pool.claim(v.id, holder);

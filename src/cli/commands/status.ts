@@ -1,4 +1,5 @@
 import type { Argv } from 'yargs';
+import { LATE_MS } from '../../control/timing';
 import { ChangeLog } from '../../layout/change-log';
 import type { Pool } from '../../pool/pool';
 import type { ChangeRecord } from '../../store/records';
@@ -8,7 +9,6 @@ import { withPool, type GlobalArgs } from '../context';
 import { emit, table } from '../output';
 import { summarize } from './layout';
 
-const LATE_MS = 3000;
 const BAR = 30;
 
 interface StatusDaemon { id: string; pid: number; mountpoint: string; health: string; heartbeatAgeMs: number; epoch: number; volumes: string[]; holds: number; fenced?: { change: number; reason: string } }

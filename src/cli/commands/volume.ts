@@ -2,7 +2,7 @@ import type { Argv } from 'yargs';
 import { selfHolder } from '../../pool/holder';
 import { checkVolumeSize, type Pool } from '../../pool/pool';
 import type { VolumeRecord } from '../../store/records';
-import { UserError } from '../../util/errors';
+import { FsError } from '../../util/errors';
 import { formatSize, parseSize } from '../../util/size';
 import { VolumeIo } from '../../volume/volume-io';
 import { withPool, type GlobalArgs } from '../context';
@@ -13,7 +13,7 @@ function sizeArg(text: string): number {
   try {
     n = parseSize(text);
   } catch (err) {
-    throw new UserError((err as Error).message);
+    throw new FsError('EINVAL', (err as Error).message);
   }
   checkVolumeSize(n);
   return n;
@@ -21,7 +21,7 @@ function sizeArg(text: string): number {
 
 function refuseIfInUse(pool: Pool, v: VolumeRecord, action: string): void {
   const h = pool.claimant(v.id);
-  if (h) throw new UserError(`cannot ${action} volume "${v.name}": it is open for writing by pid ${h.pid}`);
+  if (h) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is open for writing by pid ${h.pid}`);
 }
 
 const view = (v: VolumeRecord): object => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes, createdAt: new Date(v.createdAt).toISOString() });
