@@ -17,14 +17,14 @@ export class HoldService {
 
   constructor(private readonly pool: Pool, private readonly id: string, private readonly ioOf: (volume: number) => VolumeIo | undefined, private readonly allIo: () => Iterable<VolumeIo>) {}
 
-  handle(req: Exclude<Request, { op: 'reclaim' }>, conn: ControlConnection): Promise<unknown> {
+  async handle(req: Exclude<Request, { op: 'reclaim' }>, conn: ControlConnection): Promise<unknown> {
     switch (req.op) {
       case 'hold': return this.#hold({ change: req.change, seq: req.seq, volume: req.volume, start: req.start, end: req.end }, conn);
-      case 'apply': return Promise.resolve(this.#apply(req.change, req.seq, req.volume, req.generation));
-      case 'release': return Promise.resolve({ ms: this.#release(`${req.change}:${req.seq}`, 'released') });
+      case 'apply': return this.#apply(req.change, req.seq, req.volume, req.generation);
+      case 'release': return { ms: this.#release(`${req.change}:${req.seq}`, 'released') };
       case 'drop-reservations':
         for (const io of this.allIo()) io.dropReservation();
-        return Promise.resolve({ ok: true });
+        return { ok: true };
     }
   }
 

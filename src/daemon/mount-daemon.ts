@@ -8,6 +8,7 @@ import { HEARTBEAT_MS } from '../control/timing';
 import { logger } from '../util/log';
 import { findMount, prepareMountpoint, unmountStrict } from './mountpoint';
 import { HoldService } from './hold-service';
+import { ReclaimService } from './reclaim-service';
 
 const debug = logger('daemon');
 
@@ -39,6 +40,9 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   // A missing, foreign or truncated backend refuses the mount rather than failing the guest's I/O later.
   for (const b of pool.backendList()) await backends.get(b.id);
   const ops = new FuseOps(pool, backends, holder, daemonId);
+  const reclaim = new ReclaimService(ops);
+  // Write histories are kept whether or not reclaim runs by itself: `thinvol reclaim` needs them.
+  ops.watcher = reclaim;
   const holds = new HoldService(pool, daemonId, (v) => ops.ioOf(v), () => [...ops.openVolumes].map((ov) => ov.io));
   const fuse = new Fuse(mnt, ops.ops(), {
     fsname: `${pool.dir},big_writes,max_write=131072,max_background=64,congestion_threshold=48`,
@@ -52,7 +56,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   const sockPath = controlSocketPath(pool.runDir, process.pid);
   pool.registry.register(holder, mnt, sockPath);
   const control = await startControlServer(sockPath, async (req, conn) => {
-    if (req.op === 'reclaim') return ops.reclaim(req.volume, req.dryRun);
+    if (req.op === 'reclaim') return reclaim.reclaim(req.volume, req.dryRun);
     return holds.handle(req, conn);
   });
   try {
@@ -76,7 +80,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
     const reclaimTimer = setInterval(() => {
       if (!options.autoReclaim || reclaiming) return;
       reclaiming = true;
-      ops.autoReclaim().finally(() => { reclaiming = false; });
+      reclaim.scanWritten().finally(() => { reclaiming = false; });
     }, RECLAIM_INTERVAL_MS);
     const heartbeatTimer = setInterval(() => {
       try {

@@ -4,7 +4,6 @@ import { BLOCK, type Holder, type VolumeRecord } from '../store/records';
 import { constants } from 'node:os';
 import { errnoOf, FsError } from '../util/errors';
 import { logger } from '../util/log';
-import { coldReclaim, Reclaimer, type ReclaimReport } from '../reclaim/reclaimer';
 import { VolumeIo } from '../volume/volume-io';
 
 const debug = logger('fuse');
@@ -24,7 +23,13 @@ interface Stat {
 }
 
 interface Handle { io: VolumeIo; writable: boolean }
-interface OpenVolume { io: VolumeIo; handles: number; writers: number; reclaimer?: Reclaimer; scannedAt: number }
+interface OpenVolume { io: VolumeIo; handles: number; writers: number }
+
+/** Told when a volume gains its first writer in this daemon and before its last writer closes (auto reclaim listens). */
+export interface WriterWatcher {
+  opened(io: VolumeIo): void;
+  closing(io: VolumeIo): void;
+}
 
 /** Turns any failure into the negative errno the kernel gets, logging the unexpected ones (as EIO). */
 function negErrno(op: string, err: unknown): number {
@@ -56,6 +61,9 @@ export class FuseOps {
   /** Users of each served volume: handles plus internal uses, including those still waiting to start. */
   readonly #serveRefs = new Map<number, number>();
   #nextFd = 1;
+
+  /** `watcher` is set once, before the mount serves requests. */
+  watcher: WriterWatcher | undefined;
 
   constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, private readonly daemonId: string) {}
 
@@ -100,14 +108,10 @@ export class FuseOps {
     }
     let ov = this.#open.get(v.id);
     if (!ov) {
-      ov = { io: new VolumeIo(this.pool, this.backends, this.holder, v.id), handles: 0, writers: 0, scannedAt: -1 };
+      ov = { io: new VolumeIo(this.pool, this.backends, this.holder, v.id), handles: 0, writers: 0 };
       this.#open.set(v.id, ov);
     }
-    if (writable && !ov.reclaimer) {
-      const reclaimer = new Reclaimer(ov.io, false);
-      ov.reclaimer = reclaimer;
-      ov.io.onWrite = (a, b) => reclaimer.history.record(a, b);
-    }
+    if (writable && ov.writers === 0) this.watcher?.opened(ov.io);
     ov.handles++;
     if (writable) ov.writers++;
     return ov;
@@ -121,8 +125,7 @@ export class FuseOps {
         ov.handles--;
         if (writable) ov.writers--;
         if (writable && ov.writers === 0) {
-          delete ov.reclaimer;
-          ov.io.onWrite = undefined;
+          this.watcher?.closing(ov.io);
           await ov.io.close();
         }
         if (ov.handles === 0 && this.#open.get(volume) === ov) this.#open.delete(volume);
@@ -238,21 +241,9 @@ export class FuseOps {
     };
   }
 
-  /** Automatic reclaim: scans each volume open for writing that was written since its last scan. */
-  async autoReclaim(): Promise<void> {
-    for (const ov of [...this.#open.values()]) {
-      if (!ov.reclaimer || ov.reclaimer.history.seq === ov.scannedAt) continue;
-      ov.scannedAt = ov.reclaimer.history.seq;
-      await ov.reclaimer.run(false).catch((err: unknown) => console.error(`thinvol: reclaim of volume ${ov.io.id} failed: ${String(err)}`));
-    }
-  }
-
-  /** `thinvol reclaim` sent to this daemon. */
-  async reclaim(name: string, dryRun: boolean): Promise<ReclaimReport> {
-    const v = this.pool.volume(name);
-    const ov = this.#open.get(v.id);
-    if (ov?.reclaimer) return ov.reclaimer.run(dryRun);
-    return this.#withVolume(v, true, (io) => coldReclaim(io, dryRun));
+  /** Runs `fn` on a volume by name, opening it for this daemon if it is not open (a cold reclaim). */
+  withVolume<T>(name: string, writable: boolean, fn: (io: VolumeIo) => Promise<T>): Promise<T> {
+    return this.#withVolume(this.pool.volume(name), writable, fn);
   }
 
   async #truncate(v: VolumeRecord, size: number): Promise<void> {

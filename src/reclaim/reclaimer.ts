@@ -2,7 +2,7 @@ import { BLOCK } from '../store/records';
 import { logger } from '../util/log';
 import type { VolumeIo } from '../volume/volume-io';
 import { planExt4 } from './ext4/plan-ext4';
-import type { ByteRange, PlanResult, VolumeReader } from './planner';
+import type { ByteRange, Planner, PlanResult, VolumeReader } from './planner';
 import { WriteHistory } from './write-history';
 import { planXfs } from './xfs/plan-xfs';
 
@@ -54,7 +54,7 @@ export class Reclaimer {
   #lastMark: number | undefined;
   #running: Promise<ReclaimReport> | undefined;
 
-  constructor(private readonly io: VolumeIo, private readonly cold: boolean) {}
+  constructor(private readonly io: VolumeIo, private readonly cold: boolean, private readonly planner: Planner = plan) {}
 
   run(dryRun: boolean): Promise<ReclaimReport> {
     if (!this.#running) this.#running = this.#run(dryRun).finally(() => { this.#running = undefined; });
@@ -72,7 +72,7 @@ export class Reclaimer {
         return buf;
       },
     };
-    const result = await plan(reader);
+    const result = await this.planner(reader);
     const report: ReclaimReport = {
       volume: v.name, fs: result.fs, ok: result.ok, dryRun, blockSize: 0, examinedBlocks: 0,
       guestFreeBytes: 0, candidateBytes: 0, releasedBytes: 0, keptRecentBytes: 0, notes: [],
