@@ -65,9 +65,9 @@ export function checkPool(pool: Pool): CheckReport {
     freeRuns++;
     add(r.backend, { start: r.start, len: r.len, what: `free run backend ${r.backend} @${r.start}+${r.len}` });
   }
-  for (const { key, value } of pool.store.pending.getRange({})) {
+  for (const { holder, run } of pool.reservations()) {
     reservedRuns++;
-    add(key[1], { start: key[2], len: value.len, what: `reservation of ${key[0]} backend ${key[1]} @${key[2]}+${value.len}` });
+    add(run.backend, { start: run.start, len: run.len, what: `reservation of ${holder} backend ${run.backend} @${run.start}+${run.len}` });
   }
 
   for (const [id, list] of pieces) {
@@ -92,7 +92,7 @@ export function checkPool(pool: Pool): CheckReport {
   for (const v of volumes.values()) {
     const got = volAlloc.get(v.id) ?? 0;
     if (got !== v.allocatedBytes) errors.push(`volume ${v.name}: allocatedBytes says ${v.allocatedBytes}, the map holds ${got}`);
-    if (pool.store.names.get(v.name) !== v.id) errors.push(`volume ${v.name}: name index does not point at id ${v.id}`);
+    if (pool.nameIndex(v.name) !== v.id) errors.push(`volume ${v.name}: name index does not point at id ${v.id}`);
   }
   return { clean: errors.length === 0, errors, extents, freeRuns, reservedRuns };
 }

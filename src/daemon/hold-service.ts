@@ -59,7 +59,7 @@ export class HoldService {
   #apply(change: number, seq: number, volume: number, generation: number): { ms: number } {
     const since = Date.now();
     if (!this.#holds.has(`${change}:${seq}`)) throw new Error(`apply for batch ${change}:${seq}, which this daemon does not hold`);
-    this.pool.store.freshView();
+    this.pool.freshView();
     const seen = this.pool.volumeById(volume)?.generation ?? 0;
     if (seen !== generation) throw new Error(`volume ${volume} is at map generation ${seen}, the controller says ${generation}`);
     this.ioOf(volume)?.dropReservation();
@@ -73,7 +73,7 @@ export class HoldService {
     this.#holds.delete(key);
     clearTimeout(h.timer);
     this.pool.registry.removeHold(this.id, h.record.change, h.record.seq);
-    this.pool.store.freshView();
+    this.pool.freshView();
     h.unlock();
     const ms = Date.now() - h.since;
     if (why !== 'released') console.error(`thinvol: hold of change ${h.record.change} batch ${h.record.seq} ${why}`);

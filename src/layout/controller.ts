@@ -6,7 +6,8 @@ import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonRepo
 import { Relocation, StaleBatch } from '../pool/relocation';
 import { FsError, LeaseLost } from '../util/errors';
 import { logger } from '../util/log';
-import { ChangeLog, withoutBatch } from './change-log';
+import type { ChangeLog } from '../pool/change-log';
+import { withoutBatch } from '../pool/change-log';
 import { planBatch, rebalanceStep, type BatchLimits, type PlacedExtent, type PlannedBatch } from './plan-batch';
 
 const debug = logger('layout');
@@ -40,7 +41,7 @@ export class LayoutController {
   #wrapped = false;
 
   constructor(private readonly pool: Pool, private readonly opts: ControllerOptions) {
-    this.#log = new ChangeLog(pool);
+    this.#log = pool.changes;
     this.#backends = pool.backendSet();
   }
 
@@ -96,7 +97,7 @@ export class LayoutController {
 
   /** A batch left by a controller that died: the map is consistent either way; what the change still owns goes back. */
   #recover(resumed: boolean): void {
-    const reloc = new Relocation(this.pool, `change:${this.#change.id}`);
+    const reloc = this.pool.relocation(`change:${this.#change.id}`);
     this.#update((c) => {
       const freed = reloc.freeAll();
       const applied = c.batch?.state === 'applied' ? c.batch : undefined;
@@ -198,7 +199,7 @@ export class LayoutController {
 
   async #runBatch({ planned, to }: { planned: PlannedBatch; to: number }): Promise<void> {
     const id = this.#change.id;
-    const reloc = new Relocation(this.pool, `change:${id}`);
+    const reloc = this.pool.relocation(`change:${id}`);
     const serving = this.#arm(planned);
     if (!serving) return;
     const batch = this.#change.batch!;
@@ -215,7 +216,7 @@ export class LayoutController {
       // APPLY
       let generation: number;
       try {
-        generation = this.pool.store.txn(() => {
+        generation = this.pool.txn(() => {
           this.#log.assertLease(id);
           this.#assertStillHeld(batch, serving);
           const g = reloc.apply(batch.volume, moves);
@@ -238,7 +239,7 @@ export class LayoutController {
       await this.#ask(parts.filter((p) => !notApplied.includes(p)), 'release', { op: 'release', change: id, seq: batch.seq });
       const longest = Math.max(0, ...parts.map((p) => Date.now() - p.heldAt));
       // The apply commit was durable when it returned: the old extents may be reused now.
-      this.pool.store.txn(() => {
+      this.pool.txn(() => {
         reloc.freeAll();
         this.#change = this.#log.updateInTxn(id, (c) => ({
           ...withoutBatch(c), phase: 'release', batchesDone: c.batchesDone + 1, bytesCopied: c.bytesCopied + planned.bytes, copyMs: c.copyMs + copyMs, maxHoldMs: Math.max(c.maxHoldMs, longest),
@@ -253,7 +254,7 @@ export class LayoutController {
   /** Records the batch and the daemons that must hold it, in the same transaction in which a daemon would start serving the volume. */
   #arm(planned: PlannedBatch): DaemonRecord[] | undefined {
     const now = Date.now();
-    return this.pool.store.txn(() => {
+    return this.pool.txn(() => {
       const serving = this.pool.registry.serving(planned.volume);
       const late = serving.filter((d) => !d.fenced && now - d.heartbeatAt > this.opts.timeoutMs)
         .map((d) => ({ daemon: d.id, pid: d.pid, reason: `no heartbeat for ${((now - d.heartbeatAt) / 1000).toFixed(1)} s`, at: now }));
@@ -287,7 +288,7 @@ export class LayoutController {
   }
 
   #allocate(reloc: Relocation, planned: PlannedBatch, to: number): Move[] {
-    return this.pool.store.txn(() => {
+    return this.pool.txn(() => {
       const runs = reloc.reserveOn(to, planned.volume, planned.bytes);
       const moves = assign(planned.moves, runs);
       this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({ ...c, phase: 'copy', batch: { ...c.batch!, moves, state: 'copying' } }));
@@ -317,7 +318,7 @@ export class LayoutController {
   /** Puts the old map back when a daemon did not switch, if every daemon still holds the range (else the new map stays). */
   #rollback(reloc: Relocation, batch: BatchRecord, moves: Move[], serving: DaemonRecord[]): boolean {
     try {
-      this.pool.store.txn(() => {
+      this.pool.txn(() => {
         this.#log.assertLease(this.#change.id);
         this.#assertStillHeld(batch, serving);
         reloc.revert(batch.volume, moves);
@@ -331,7 +332,7 @@ export class LayoutController {
 
   /** Gives up a batch: what it took goes back, the held daemons let go, the late ones are fenced. */
   #abort(reloc: Relocation, parts: Participant[], late: Participant[], why: string, volume: number): void {
-    this.pool.store.txn(() => {
+    this.pool.txn(() => {
       reloc.freeAll();
       this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({ ...withoutBatch(c), batchesAborted: c.batchesAborted + 1 }));
     });
@@ -342,7 +343,7 @@ export class LayoutController {
 
   #fence(late: Participant[], why: string, volume: number): void {
     const now = Date.now();
-    this.pool.store.txn(() => {
+    this.pool.txn(() => {
       for (const p of late) this.pool.registry.fence(p.daemon.id, { change: this.#change.id, at: now, reason: `${why} within ${this.opts.timeoutMs / 1000} s` });
       this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({
         ...c,

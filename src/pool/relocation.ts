@@ -1,5 +1,8 @@
-import type { Pool } from './pool';
+import type { MetaStore } from '../store/meta-store';
 import type { Move, Run } from '../store/records';
+import type { Allocator } from './allocator';
+import type { SpaceMap } from './space-map';
+import type { VolumeMap } from './volume-map';
 
 /** A batch's map no longer looks as it did when it was planned, or a daemon let go of it. */
 export class StaleBatch extends Error {}
@@ -7,20 +10,21 @@ export class StaleBatch extends Error {}
 /**
  * The metadata side of moving extents for a layout change. Space a change owns (new runs
  * being written, old runs waiting for every daemon to switch) is kept as a reservation under
- * `owner` ("change:ID"), so the checker counts it and a crash leaks nothing.
+ * `owner` ("change:ID"), so the checker counts it and a crash leaks nothing. Made by
+ * Pool.relocation().
  */
 export class Relocation {
-  constructor(private readonly pool: Pool, readonly owner: string) {}
+  constructor(private readonly store: MetaStore, private readonly alloc: Allocator, private readonly space: SpaceMap, private readonly map: VolumeMap, readonly owner: string) {}
 
   /** Takes `want` bytes on one backend, in as few runs as it can. Inside a transaction. */
   reserveOn(backend: number, volumeId: number, want: number): Run[] {
     const got: Run[] = [];
     for (let need = want; need > 0;) {
-      const r = this.pool.space.take(backend, need);
+      const r = this.space.take(backend, need);
       // Throwing aborts the caller's transaction, and with it the runs taken so far.
       if (!r) throw new StaleBatch(`backend ${backend} has no room for ${want} bytes`);
-      this.pool.adjustBackend(backend, 0, r.len);
-      this.pool.store.pending.put([this.owner, r.backend, r.start], { len: r.len, volumeId });
+      this.alloc.adjustBackend(backend, 0, r.len);
+      this.alloc.addReservation(this.owner, r, volumeId);
       got.push(r);
       need -= r.len;
     }
@@ -35,23 +39,23 @@ export class Relocation {
    */
   apply(volumeId: number, moves: Move[]): number {
     for (const m of moves) {
-      const now = this.pool.map.lookup(volumeId, m.vstart, m.len);
+      const now = this.map.lookup(volumeId, m.vstart, m.len);
       const e = now[0];
       if (now.length !== 1 || !e || e.vstart !== m.vstart || e.len !== m.len || e.backend !== m.from.backend || e.boff !== m.from.boff) {
         throw new StaleBatch(`volume ${volumeId} [${m.vstart},+${m.len}) changed while it was being moved`);
       }
       if (!m.to) throw new Error(`move of volume ${volumeId} at ${m.vstart} has no destination`);
-      this.pool.map.remove(volumeId, m.vstart, m.len);
-      this.pool.map.insert(volumeId, { vstart: m.vstart, len: m.len, backend: m.to.backend, boff: m.to.boff });
-      this.pool.takePending(this.owner, { backend: m.to.backend, start: m.to.boff, len: m.len });
-      this.pool.store.pending.put([this.owner, m.from.backend, m.from.boff], { len: m.len, volumeId });
-      this.pool.adjustBackend(m.from.backend, -m.len, m.len);
-      this.pool.adjustBackend(m.to.backend, m.len, -m.len);
+      this.map.remove(volumeId, m.vstart, m.len);
+      this.map.insert(volumeId, { vstart: m.vstart, len: m.len, backend: m.to.backend, boff: m.to.boff });
+      this.alloc.takePending(this.owner, { backend: m.to.backend, start: m.to.boff, len: m.len });
+      this.alloc.addReservation(this.owner, { backend: m.from.backend, start: m.from.boff, len: m.len }, volumeId);
+      this.alloc.adjustBackend(m.from.backend, -m.len, m.len);
+      this.alloc.adjustBackend(m.to.backend, m.len, -m.len);
     }
-    const v = this.pool.volumeById(volumeId);
+    const v = this.store.volumes.get(volumeId);
     if (!v) throw new StaleBatch(`volume ${volumeId} was deleted while being moved`);
     const generation = (v.generation ?? 0) + 1;
-    this.pool.store.volumes.put(volumeId, { ...v, generation });
+    this.store.volumes.put(volumeId, { ...v, generation });
     return generation;
   }
 
@@ -63,16 +67,12 @@ export class Relocation {
   /** Returns everything the change owns to the free table: a batch's old runs once all switched, or its new runs when it is abandoned. */
   freeAll(): number {
     let total = 0;
-    for (const { key, value } of Array.from(this.pool.store.pending.getRange({ start: [this.owner, 0, 0], end: [this.owner, Number.MAX_SAFE_INTEGER, 0] }))) {
-      this.#free({ backend: key[1], start: key[2], len: value.len });
-      total += value.len;
+    for (const { run } of this.alloc.reservations(this.owner)) {
+      this.alloc.takePending(this.owner, run);
+      this.space.give(run);
+      this.alloc.adjustBackend(run.backend, 0, -run.len);
+      total += run.len;
     }
     return total;
-  }
-
-  #free(r: Run): void {
-    this.pool.takePending(this.owner, r);
-    this.pool.space.give(r);
-    this.pool.adjustBackend(r.backend, 0, -r.len);
   }
 }

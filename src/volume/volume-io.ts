@@ -188,7 +188,7 @@ export class VolumeIo {
     const layers = this.#pending.freeze();
     await this.backends.flushAll();
     if (layers.length === 0) return;
-    this.pool.store.txn(() => {
+    this.pool.txn(() => {
       for (const c of layers) this.pool.commitChanges(this.holder, this.id, c);
     });
     this.#pending.committed(layers.length);

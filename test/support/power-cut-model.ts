@@ -4,7 +4,7 @@ import { MemoryBackend } from '../../src/backend/memory-backend';
 import { checkPool } from '../../src/check/check-pool';
 import { planBatch } from '../../src/layout/plan-batch';
 import { Pool } from '../../src/pool/pool';
-import { Relocation, StaleBatch } from '../../src/pool/relocation';
+import { StaleBatch } from '../../src/pool/relocation';
 import { MemoryStore, type Change } from '../../src/store/memory-store';
 import { BLOCK, type Holder, type Move, type Run } from '../../src/store/records';
 import { FsError } from '../../src/util/errors';
@@ -204,13 +204,13 @@ async function layoutMove(pool: Pool, backends: BackendSet, m: VolumeModel, int:
   const to = pick.backend === 1 ? 2 : 1;
   const planned = planBatch(extents.filter((e) => e.vstart >= pick.vstart), (e) => e.backend !== to, { bytes: 256 * 1024, span: 1024 * 1024 });
   if (!planned) return;
-  const reloc = new Relocation(pool, 'change:1');
+  const reloc = pool.relocation('change:1');
   const unlock = await m.io.lock.acquire(planned.start, planned.end, true);
   try {
     await m.io.commit();
     let moves: Move[];
     try {
-      moves = pool.store.txn(() => assign(planned.moves, reloc.reserveOn(to, m.uid, planned.bytes)));
+      moves = pool.txn(() => assign(planned.moves, reloc.reserveOn(to, m.uid, planned.bytes)));
     } catch (err) {
       if (err instanceof StaleBatch) return;
       throw err;
@@ -222,14 +222,14 @@ async function layoutMove(pool: Pool, backends: BackendSet, m: VolumeModel, int:
     }
     await backends.flushAll();
     try {
-      pool.store.txn(() => reloc.apply(m.uid, moves));
+      pool.txn(() => reloc.apply(m.uid, moves));
     } catch (err) {
       if (!(err instanceof StaleBatch)) throw err;
     }
   } finally {
     unlock();
   }
-  pool.store.txn(() => reloc.freeAll());
+  pool.txn(() => reloc.freeAll());
 }
 
 function assign(planned: Move[], runs: Run[]): Move[] {

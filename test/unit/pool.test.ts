@@ -2,18 +2,21 @@ import { expect } from 'chai';
 import { checkPool } from '../../src/check/check-pool';
 import type { Pool } from '../../src/pool/pool';
 import type { Holder } from '../../src/store/records';
+import type { MemoryStore } from '../../src/store/memory-store';
 import { MemoryPool } from '../support/memory-pool';
 
 const MiB = 2 ** 20;
 
 describe('pool metadata: map, free space table, reservations, checker', () => {
   let pool: Pool;
+  let store: MemoryStore;
   let me: Holder;
   /** Where backend data starts (after the label area). */
   let D: number;
   beforeEach(() => {
     const mp = MemoryPool.create(64 * MiB, 32 * MiB);
     pool = mp.pool;
+    store = mp.store;
     me = mp.holder;
     D = pool.backend(1).dataStart;
   });
@@ -83,13 +86,13 @@ describe('pool metadata: map, free space table, reservations, checker', () => {
   it('the checker finds space both free and mapped, and wrong counters', () => {
     const v = pool.createVolume('a', 1024 * MiB);
     write(v.id, 0, MiB);
-    pool.store.txn(() => pool.store.free.put([1, D], 4096));
+    store.txn(() => store.free.put([1, D], 4096));
     const r = checkPool(pool);
     expect(r.clean).to.equal(false);
     expect(r.errors.join('\n')).to.match(/overlap/);
-    pool.store.txn(() => {
-      pool.store.free.remove([1, D]);
-      pool.store.volumes.put(v.id, { ...pool.volume('a'), allocatedBytes: 1 });
+    store.txn(() => {
+      store.free.remove([1, D]);
+      store.volumes.put(v.id, { ...pool.volume('a'), allocatedBytes: 1 });
     });
     expect(checkPool(pool).errors.join('\n')).to.match(/allocatedBytes says 1/);
   });

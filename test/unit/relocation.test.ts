@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import { checkPool } from '../../src/check/check-pool';
-import { ChangeLog } from '../../src/layout/change-log';
 import { processStartTime, selfHolder } from '../../src/pool/holder';
 import type { Pool } from '../../src/pool/pool';
+import type { MemoryStore } from '../../src/store/memory-store';
 import { MemoryPool } from '../support/memory-pool';
 import type { Move } from '../../src/store/records';
 import { Relocation, StaleBatch } from '../../src/pool/relocation';
@@ -11,11 +11,14 @@ const MiB = 2 ** 20;
 
 describe('relocation metadata and the controller lease', () => {
   let pool: Pool;
+  let store: MemoryStore;
   let vol: number;
   /** Where backend data starts (after the label area). */
   let D: number;
   beforeEach(() => {
-    pool = MemoryPool.create(64 * MiB, 64 * MiB).pool;
+    const mp = MemoryPool.create(64 * MiB, 64 * MiB);
+    pool = mp.pool;
+    store = mp.store;
     D = pool.backend(1).dataStart;
     vol = pool.createVolume('v', 256 * MiB).id;
     const me = selfHolder();
@@ -24,56 +27,56 @@ describe('relocation metadata and the controller lease', () => {
     pool.commitChanges(me, vol, { removes: [], inserts, released: [], reclaimedBytes: 0 });
   });
 
-  const plan = (reloc: Relocation, len: number): Move[] => pool.store.txn(() => {
+  const plan = (reloc: Relocation, len: number): Move[] => pool.txn(() => {
     const [run] = reloc.reserveOn(2, vol, len);
     return [{ vstart: 0, len, from: { backend: 1, boff: D }, to: { backend: 2, boff: run!.start } }];
   });
 
   it('apply points the range at the new run, keeps the old one reserved until freed, bumps the generation; check stays clean throughout', () => {
-    const reloc = new Relocation(pool, 'change:1');
+    const reloc = pool.relocation('change:1');
     const moves = plan(reloc, 2 * MiB);
     expect(checkPool(pool).clean).to.equal(true);
-    const g = pool.store.txn(() => reloc.apply(vol, moves));
+    const g = pool.txn(() => reloc.apply(vol, moves));
     expect(g).to.equal(1);
     expect(pool.mapOf(vol)[0]).to.include({ vstart: 0, len: 2 * MiB, backend: 2 });
     expect(pool.backend(1)).to.include({ allocatedBytes: 6 * MiB, reservedBytes: 2 * MiB });
     expect(checkPool(pool).clean).to.equal(true);
-    pool.store.txn(() => reloc.freeAll());
+    pool.txn(() => reloc.freeAll());
     expect(pool.backend(1)).to.include({ allocatedBytes: 6 * MiB, reservedBytes: 0 });
     expect(pool.volumeById(vol)?.allocatedBytes).to.equal(8 * MiB);
     expect(checkPool(pool).clean).to.equal(true);
   });
 
   it('apply refuses, changing nothing, when the range was unmapped or rewritten meanwhile; revert restores the old map', () => {
-    const reloc = new Relocation(pool, 'change:2');
+    const reloc = pool.relocation('change:2');
     const moves = plan(reloc, MiB);
     pool.commitChanges(selfHolder(), vol, { removes: [{ start: 0, end: 4096 }], inserts: [], released: [], reclaimedBytes: 0 });
-    expect(() => pool.store.txn(() => reloc.apply(vol, moves))).to.throw(StaleBatch);
+    expect(() => pool.txn(() => reloc.apply(vol, moves))).to.throw(StaleBatch);
     expect(pool.mapOf(vol).every((e) => e.backend === 1)).to.equal(true);
-    pool.store.txn(() => reloc.freeAll());
+    pool.txn(() => reloc.freeAll());
     expect(checkPool(pool).clean).to.equal(true);
 
     const again = plan(reloc, 4 * MiB).map((m) => ({ ...m, vstart: 4 * MiB, from: { backend: 1, boff: D + 4 * MiB } }));
-    pool.store.txn(() => reloc.apply(vol, again));
-    const g = pool.store.txn(() => reloc.revert(vol, again));
+    pool.txn(() => reloc.apply(vol, again));
+    const g = pool.txn(() => reloc.revert(vol, again));
     expect(g).to.equal(2);
     expect(pool.mapOf(vol).every((e) => e.backend === 1)).to.equal(true);
-    pool.store.txn(() => reloc.freeAll());
+    pool.txn(() => reloc.freeAll());
     expect(checkPool(pool).clean, checkPool(pool).errors.join('\n')).to.equal(true);
   });
 
   it('a daemon restarting does not take the reservations of a change', () => {
-    const reloc = new Relocation(pool, 'change:3');
+    const reloc = pool.relocation('change:3');
     plan(reloc, MiB);
     expect(pool.recoverStaleReservations()).to.equal(0);
     expect(pool.backend(2).reservedBytes).to.equal(MiB);
   });
 
   it('one controller at a time: refused while a live holder renews the lease; a rerun resumes, another request interrupts', () => {
-    const log = new ChangeLog(pool);
+    const log = pool.changes;
     const first = log.begin({ kind: 'drain', backend: 1 }).change;
     const init = `${selfHolder().host}:1:${processStartTime(1)}`;
-    const lease = (renewedAt: number): void => pool.store.txn(() => { pool.store.leases.put('controller', { holder: init, pid: 1, change: first.id, renewedAt }); });
+    const lease = (renewedAt: number): void => store.txn(() => { store.leases.put('controller', { holder: init, pid: 1, change: first.id, renewedAt }); });
     lease(Date.now());
     expect(() => log.begin({ kind: 'drain', backend: 1 })).to.throw(/another layout change is running: change 1 \(drain backend 1\) by pid 1/);
     lease(Date.now() - 60_000);

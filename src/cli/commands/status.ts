@@ -1,6 +1,5 @@
 import type { Argv } from 'yargs';
 import { LATE_MS } from '../../control/timing';
-import { ChangeLog } from '../../layout/change-log';
 import type { Pool } from '../../pool/pool';
 import type { ChangeRecord } from '../../store/records';
 import { leaseLive } from '../../pool/registry';
@@ -20,8 +19,8 @@ function snapshot(pool: Pool): Status {
     epoch: d.epoch, volumes: d.volumes.map((v) => pool.volumeById(v)?.name ?? String(v)), holds: d.holds.length,
     ...(d.fenced ? { fenced: { change: d.fenced.change, reason: d.fenced.reason } } : {}),
   }));
-  const lease = pool.store.leases.get('controller');
-  const changes = new ChangeLog(pool).recent(10);
+  const lease = pool.changes.lease();
+  const changes = pool.changes.recent(10);
   const live = leaseLive(lease);
   const running = live ? changes.find((c) => c.id === lease.change) : undefined;
   return { daemons, ...(live ? { controller: { pid: lease.pid, change: lease.change } } : {}), ...(running ? { running } : {}), changes };

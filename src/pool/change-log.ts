@@ -1,15 +1,15 @@
-import { holderId, selfHolder } from '../pool/holder';
-import type { Pool } from '../pool/pool';
-import type { ChangeRecord, ChangeRequest } from '../store/records';
-import { leaseLive } from '../pool/registry';
+import type { MetaStore } from '../store/meta-store';
+import type { ChangeRecord, ChangeRequest, Lease } from '../store/records';
 import { FsError, LeaseLost } from '../util/errors';
+import { holderId, selfHolder } from './holder';
+import { leaseLive } from './registry';
 
-export function describeRequest(pool: Pool, r: ChangeRequest): string {
+function describeRequest(store: MetaStore, r: ChangeRequest): string {
   switch (r.kind) {
     case 'drain': return `drain backend ${r.backend}`;
     case 'rebalance': return 'rebalance';
     case 'migrate': {
-      const name = pool.volumeById(r.volume)?.name ?? String(r.volume);
+      const name = store.volumes.get(r.volume)?.name ?? String(r.volume);
       const range = r.offset === 0 && r.length === Number.MAX_SAFE_INTEGER ? '' : ` [${r.offset},+${r.length})`;
       return `migrate volume ${name}${range} to backend ${r.to}`;
     }
@@ -26,22 +26,27 @@ const sameRequest = (a: ChangeRequest, b: ChangeRequest): boolean => JSON.string
 export class ChangeLog {
   readonly me = holderId(selfHolder());
 
-  constructor(private readonly pool: Pool) {}
+  constructor(private readonly store: MetaStore, private readonly dir: string) {}
+
+  /** The controller lease as recorded (live or not: see leaseLive). */
+  lease(): Lease | undefined {
+    return this.store.leases.get('controller');
+  }
 
   get(id: number): ChangeRecord {
-    const c = this.pool.store.changes.get(id);
-    if (!c) throw new Error(`change ${id} missing from pool ${this.pool.dir}`);
+    const c = this.store.changes.get(id);
+    if (!c) throw new Error(`change ${id} missing from pool ${this.dir}`);
     return c;
   }
 
   /** Newest first. */
   recent(limit: number): ChangeRecord[] {
-    return Array.from(this.pool.store.changes.getRange({ reverse: true, limit }), ({ value }) => value);
+    return Array.from(this.store.changes.getRange({ reverse: true, limit }), ({ value }) => value);
   }
 
   /** Takes the lease and returns the change to run: a resumed one, or a new one. */
   begin(request: ChangeRequest): { change: ChangeRecord; resumed: boolean; interrupted?: ChangeRecord } {
-    const store = this.pool.store;
+    const store = this.store;
     return store.txn(() => {
       const lease = store.leases.get('controller');
       if (leaseLive(lease) && lease.holder !== this.me) {
@@ -63,7 +68,7 @@ export class ChangeLog {
       }
       const last = [...store.changes.getKeys({ reverse: true, limit: 1 })][0];
       const change: ChangeRecord = {
-        id: (last ?? 0) + 1, request, title: describeRequest(this.pool, request), state: 'running', phase: 'plan',
+        id: (last ?? 0) + 1, request, title: describeRequest(this.store, request), state: 'running', phase: 'plan',
         controllerPid: process.pid, startedAt: now, updatedAt: now, bytesTotal: 0, bytesCopied: 0, copyMs: 0,
         batchesDone: 0, batchesAborted: 0, maxHoldMs: 0, nextSeq: 1, resumes: 0, fenced: [], skippedVolumes: [], reports: [],
       };
@@ -75,7 +80,7 @@ export class ChangeLog {
 
   /** Inside a transaction: throws unless this process still holds the lease for `change`. */
   assertLease(change: number): void {
-    const lease = this.pool.store.leases.get('controller');
+    const lease = this.store.leases.get('controller');
     if (!lease || lease.holder !== this.me || lease.change !== change) {
       throw new LeaseLost(`lost the controller lease for change ${change} (another controller took over after this one stopped renewing it)`);
     }
@@ -83,22 +88,22 @@ export class ChangeLog {
 
   /** Renews the lease and rewrites the change with `edit`, in one transaction. */
   update(id: number, edit: (c: ChangeRecord) => ChangeRecord): ChangeRecord {
-    return this.pool.store.txn(() => this.updateInTxn(id, edit));
+    return this.store.txn(() => this.updateInTxn(id, edit));
   }
 
   updateInTxn(id: number, edit: (c: ChangeRecord) => ChangeRecord): ChangeRecord {
     this.assertLease(id);
     const now = Date.now();
     const next = { ...edit(this.get(id)), updatedAt: now };
-    this.pool.store.changes.put(id, next);
-    this.pool.store.leases.put('controller', { holder: this.me, pid: process.pid, change: id, renewedAt: now });
+    this.store.changes.put(id, next);
+    this.store.leases.put('controller', { holder: this.me, pid: process.pid, change: id, renewedAt: now });
     return next;
   }
 
   end(): void {
-    this.pool.store.txn(() => {
-      const lease = this.pool.store.leases.get('controller');
-      if (lease?.holder === this.me) this.pool.store.leases.remove('controller');
+    this.store.txn(() => {
+      const lease = this.store.leases.get('controller');
+      if (lease?.holder === this.me) this.store.leases.remove('controller');
     });
   }
 }
