@@ -1,6 +1,7 @@
 /**
  * npm run bench [-- flags]: thinvol against a plain file, qemu-storage-daemon's FUSE export and a
- * minimal fuse-native passthrough (sequential throughput, 4 KiB random-write IOPS over loop devices),
+ * minimal fuse-native passthrough (sequential throughput, 4 KiB random-write IOPS over loop devices,
+ * in interleaved rounds reported as medians),
  * plus mkfs footprints and the daemon's RSS under a million scattered writes. Appends a dated
  * section to docs/benchmarks.md. Needs root, fio, qemu-storage-daemon, mkfs.ext4 and mkfs.xfs.
  */
@@ -9,7 +10,10 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fio } from './bench/fio';
 import { Cleanup, mountpoints, run } from './bench/proc';
-import { TARGETS, TARGET_LABEL, appendReport, ratio, type CompareRow, type Figure, type Report, type TargetName } from './bench/report';
+import {
+  RATIO_TARGETS, TARGETS, TARGET_LABEL, appendReport, digitsOf, fmtFigure, median, ratio, spread,
+  type CompareRow, type Figure, type Report, type TargetName,
+} from './bench/report';
 import { type Dio, Thinvol, attachLoop, startPassthrough, startQsd, withLoop } from './bench/targets';
 
 const ROOT = resolve(__dirname, '..', '..');
@@ -31,6 +35,7 @@ interface Options {
   rssVolumeSize: string;
   rssIodepth: number;
   rssVia: 'file' | 'loop';
+  rounds: number;
   only: Section[];
   tmpdir: string;
   record: boolean;
@@ -39,7 +44,7 @@ interface Options {
 const DEFAULTS: Options = {
   seqMiB: 1024, iopsRuntime: 20, iopsSizeMiB: 1024, loopDio: 'on',
   rssWrites: 1_000_000, rssVolumes: 10, rssVolumeSize: '16T', rssIodepth: 16, rssVia: 'file',
-  only: [...SECTIONS], tmpdir: '/var/tmp', record: true,
+  rounds: 3, only: [...SECTIONS], tmpdir: '/var/tmp', record: true,
 };
 
 const USAGE = `usage: npm run bench -- [flags]
@@ -52,6 +57,7 @@ const USAGE = `usage: npm run bench -- [flags]
   --rss-volume-size S  size of each of those volumes (default ${DEFAULTS.rssVolumeSize})
   --rss-iodepth N      libaio queue depth per RSS job (default ${DEFAULTS.rssIodepth})
   --rss-via file|loop  write the mount's files directly (O_DIRECT) or through loop devices (default ${DEFAULTS.rssVia})
+  --rounds N           interleaved rounds of the seq and randwrite rows; the medians are reported (default ${DEFAULTS.rounds})
   --only LIST          comma-separated subset of ${SECTIONS.join(',')} (default all)
   --tmpdir DIR         where the temporary directory goes; same disk as the repo (default ${DEFAULTS.tmpdir})
   --no-record          do not append to docs/benchmarks.md`;
@@ -88,6 +94,7 @@ function parseArgs(argv: string[]): Options {
         o.rssVia = v;
         break;
       }
+      case '--rounds': o.rounds = int(flag, val()); break;
       case '--only': {
         const parts = (val() ?? '').split(',').filter(Boolean);
         for (const p of parts) if (!(SECTIONS as readonly string[]).includes(p)) throw new Error(`--only: unknown section ${p}`);
@@ -171,14 +178,43 @@ async function machine(tmp: string): Promise<[string, string][]> {
 
 /* ------------------------------------------------------------------ the run */
 
-interface Files { thinvol: string; plain: string; qsd: string; passthrough: string }
+/** A pool mounted by thinvol. */
+interface Served { tv: Thinvol; mnt: string }
+
+async function servePool(bin: string, tmp: string, prefix: string, backendGiB: number, cleanup: Cleanup): Promise<Served> {
+  const tv = new Thinvol(bin, join(tmp, `${prefix}pool`));
+  const mnt = join(tmp, `${prefix}mnt`);
+  await fs.mkdir(mnt);
+  await tv.createPool(join(tmp, `${prefix}pool-backend.img`), `${backendGiB}G`);
+  await tv.mount(mnt, cleanup);
+  return { tv, mnt };
+}
+
+/** A target of the seq and randwrite rows. */
+interface Target {
+  name: TargetName;
+  /** The file the rows measure: the one the last seq round wrote. */
+  file: string;
+  /** Makes file never-written again, so that every round's seq write is a first write like round 1's. */
+  renew: (round: number) => Promise<void>;
+}
+
+/** Round k starts k targets further along, so that no target always runs first (or right after the same one). */
+function rotate<T>(xs: readonly T[], k: number): T[] {
+  const n = xs.length === 0 ? 0 : k % xs.length;
+  return [...xs.slice(n), ...xs.slice(0, n)];
+}
+
+function addRound(row: CompareRow, t: TargetName, f: Figure): void {
+  (row.rounds[t] ??= []).push(f);
+}
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (loop devices, drop_caches, FUSE allow_other)');
-  for (const tool of ['fio', 'qemu-storage-daemon', 'mkfs.ext4', 'mkfs.xfs', 'losetup', 'fusermount']) {
+  for (const tool of ['fio', 'qemu-storage-daemon', 'mkfs.ext4', 'mkfs.xfs', 'losetup', 'fusermount', 'fallocate']) {
     const r = await run('sh', ['-c', `command -v ${tool}`], { allowFail: true });
-    if (r.code !== 0) throw new Error(`${tool} is missing (apt-get install -y fio qemu-system-common e2fsprogs xfsprogs fuse)`);
+    if (r.code !== 0) throw new Error(`${tool} is missing (apt-get install -y fio qemu-system-common e2fsprogs xfsprogs fuse util-linux)`);
   }
   const thinvolBin = join(ROOT, 'bin', 'thinvol');
   const passthroughJs = join(__dirname, 'bench', 'passthrough.js');
@@ -186,10 +222,13 @@ async function main(): Promise<void> {
   await fs.mkdir(o.tmpdir, { recursive: true });
   if (statSync(o.tmpdir).dev !== statSync(ROOT).dev) console.warn(`bench: warning: ${o.tmpdir} is not on the repository's filesystem`);
   const seqBytes = o.seqMiB * MiB;
-  const fileBytes = Math.max(seqBytes, o.iopsSizeMiB * MiB);
+  const iopsBytes = o.iopsSizeMiB * MiB;
+  const fileBytes = Math.max(seqBytes, iopsBytes);
   const rssBackendGiB = Math.max(8, Math.ceil((o.rssWrites * 4096 * 1.25) / GiB) + 2);
-  const poolBackendGiB = Math.max(8, Math.ceil((2 * fileBytes) / GiB) + 2);
-  const need = 3 * fileBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0) + poolBackendGiB * GiB / 2;
+  // Every round writes a new seq volume and a fresh randwrite volume, and none is deleted.
+  const poolBytes = o.rounds * (seqBytes + iopsBytes) + fileBytes;
+  const poolBackendGiB = Math.max(8, Math.ceil(poolBytes / GiB) + 2);
+  const need = 3 * fileBytes + poolBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0);
   const st = statfsSync(o.tmpdir);
   if (st.bavail * st.bsize < need) throw new Error(`${o.tmpdir} has ${fmt((st.bavail * st.bsize) / GiB)} GiB free; the run needs about ${fmt(need / GiB)} GiB`);
 
@@ -214,7 +253,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const report: Report = { date: '', machine: [], settings: nonDefaults(o), compare: [], checks: [], notes: [] };
+  const report: Report = { date: '', machine: [], settings: nonDefaults(o), rounds: o.rounds, compare: [], checks: [], notes: [] };
   const dios: Dio[] = o.loopDio === 'both' ? ['on', 'off'] : [o.loopDio];
 
   try {
@@ -223,16 +262,17 @@ async function main(): Promise<void> {
 
     const needTargets = o.only.includes('seq') || o.only.includes('iops');
     const needPool = needTargets || o.only.includes('mkfs');
-    const tv = new Thinvol(thinvolBin, join(tmp, 'pool'));
-    const mnt = join(tmp, 'mnt');
-    let files: Files | undefined;
+    const pools: Partial<Record<TargetName, Served>> = {};
     if (needPool) {
-      await fs.mkdir(mnt);
-      await tv.createPool(join(tmp, 'pool-backend.img'), `${poolBackendGiB}G`);
-      await tv.createVolume('seq', '100G');
-      await tv.mount(mnt, cleanup);
-      log(`thinvol pool mounted at ${mnt}`);
+      pools.thinvol = await servePool(thinvolBin, tmp, '', poolBackendGiB, cleanup);
+      log(`thinvol pool mounted at ${pools.thinvol.mnt}`);
     }
+    const served = (): [TargetName, Served][] => TARGETS.flatMap((t): [TargetName, Served][] => {
+      const p = pools[t];
+      return p ? [[t, p]] : [];
+    });
+
+    let targets: Target[] = [];
     if (needTargets) {
       const plain = join(tmp, 'plain.img');
       const raw = join(tmp, 'qsd.raw');
@@ -242,61 +282,98 @@ async function main(): Promise<void> {
       log(`qemu-storage-daemon pid ${qsd.pid} exports ${raw}`);
       const pt = await startPassthrough(passthroughJs, ptBacking, join(tmp, 'pt'), cleanup);
       log(`fuse-native passthrough pid ${pt.pid} serves ${pt.file}`);
-      files = { thinvol: join(mnt, 'seq'), plain, qsd: join(tmp, 'qsd-export'), passthrough: pt.file };
+      const punched = (name: TargetName, file: string, backing: string): Target => ({
+        name, file,
+        renew: async () => { await run('fallocate', ['--punch-hole', '--offset', '0', '--length', String(fileBytes), backing]); },
+      });
+      const byName: Partial<Record<TargetName, Target>> = {
+        plain: punched('plain', plain, plain),
+        qsd: punched('qsd', join(tmp, 'qsd-export'), raw),
+        passthrough: punched('passthrough', pt.file, ptBacking),
+      };
+      for (const [t, p] of served()) {
+        await p.tv.createVolume('seq-1', '100G');
+        const target: Target = {
+          name: t, file: join(p.mnt, 'seq-1'),
+          renew: async (round) => {
+            if (round === 1) return;
+            await p.tv.createVolume(`seq-${round}`, '100G');
+            target.file = join(p.mnt, `seq-${round}`);
+          },
+        };
+        byName[t] = target;
+      }
+      targets = TARGETS.flatMap((t) => byName[t] ?? []);
     }
+    const roundsLabel = (round: number): string => `round ${round}/${o.rounds}`;
 
     /* 1. sequential */
-    if (o.only.includes('seq') && files) {
-      const w: CompareRow = { label: `seq write ${o.seqMiB} MiB`, unit: 'MiB/s', figures: {} };
-      const r: CompareRow = { label: `seq read ${o.seqMiB} MiB`, unit: 'MiB/s', figures: {} };
-      for (const t of TARGETS) {
-        const file = files[t];
-        w.figures[t] = await measure(`seq write ${t}`, async () => {
-          const res = await fio(['--name=seqwrite', `--filename=${file}`, '--rw=write', '--bs=1M', `--size=${o.seqMiB}M`,
-            '--ioengine=psync', '--end_fsync=1', '--fallocate=none', '--allow_file_create=0'], 30 * 60_000);
-          return res.write.bwBytes / MiB;
-        });
-        await dropCaches();
-        r.figures[t] = await measure(`seq read ${t}`, async () => {
-          const res = await fio(['--name=seqread', `--filename=${file}`, '--rw=read', '--bs=1M', `--size=${o.seqMiB}M`,
-            '--ioengine=psync', '--fallocate=none', '--allow_file_create=0'], 30 * 60_000);
-          return res.read.bwBytes / MiB;
-        });
-        log(`seq ${TARGET_LABEL[t]}: write ${show(w.figures[t], 1)} MiB/s, read ${show(r.figures[t], 1)} MiB/s`);
+    if (o.only.includes('seq') && targets.length > 0) {
+      const w: CompareRow = { label: `seq write ${o.seqMiB} MiB`, unit: 'MiB/s', rounds: {} };
+      const r: CompareRow = { label: `seq read ${o.seqMiB} MiB`, unit: 'MiB/s', rounds: {} };
+      for (let round = 1; round <= o.rounds; round++) {
+        for (const t of rotate(targets, round - 1)) {
+          const wf = await measure(`seq write ${t.name} ${roundsLabel(round)}`, async () => {
+            await t.renew(round);
+            await dropCaches();
+            const res = await fio(['--name=seqwrite', `--filename=${t.file}`, '--rw=write', '--bs=1M', `--size=${o.seqMiB}M`,
+              '--ioengine=psync', '--end_fsync=1', '--fallocate=none', '--allow_file_create=0'], 30 * 60_000);
+            return res.write.bwBytes / MiB;
+          });
+          addRound(w, t.name, wf);
+          await dropCaches();
+          // After a failed write the file may be an older round's or half written: not this round's read.
+          const rf = 'error' in wf ? { error: 'seq write failed' } : await measure(`seq read ${t.name} ${roundsLabel(round)}`, async () => {
+            const res = await fio(['--name=seqread', `--filename=${t.file}`, '--rw=read', '--bs=1M', `--size=${o.seqMiB}M`,
+              '--ioengine=psync', '--fallocate=none', '--allow_file_create=0'], 30 * 60_000);
+            return res.read.bwBytes / MiB;
+          });
+          addRound(r, t.name, rf);
+          log(`${roundsLabel(round)} seq ${TARGET_LABEL[t.name]}: write ${show(wf, 1)} MiB/s, read ${show(rf, 1)} MiB/s`);
+        }
       }
       report.compare.push(w, r);
     }
 
     /* 2. random-write IOPS through loop devices */
-    if (o.only.includes('iops') && files) {
-      const f = files;
-      await tv.createVolume('iops-fresh', '100G');
+    if (o.only.includes('iops') && targets.length > 0) {
       for (const dio of dios) {
-        const row: CompareRow = { label: '4k randwrite', unit: 'IOPS', figures: {}, extra: `loop dio=${dio}` };
-        const fresh: CompareRow = { label: '4k randwrite, fresh volume', unit: 'IOPS', figures: {}, extra: `loop dio=${dio}` };
-        const used: string[] = [];
+        const row: CompareRow = { label: '4k randwrite', unit: 'IOPS', rounds: {}, extra: `loop dio=${dio}` };
+        const fresh: CompareRow = { label: '4k randwrite, fresh volume', unit: 'IOPS', rounds: {}, extra: `loop dio=${dio}` };
+        const withFresh = dio === dios[dios.length - 1];
+        const used = new Set<string>();
         const job = (dev: string): Promise<number> => fio(['--name=randwrite', `--filename=${dev}`, '--rw=randwrite', '--bs=4k', '--iodepth=16',
           '--ioengine=libaio', '--direct=1', `--runtime=${o.iopsRuntime}`, '--time_based', `--size=${o.iopsSizeMiB}M`, '--randrepeat=0'],
         (o.iopsRuntime + 300) * 1000).then((res) => res.write.iops);
-        for (const t of TARGETS) {
-          row.figures[t] = await measure(`randwrite ${t}`, () => withLoop(f[t], dio, cleanup, async (loop) => {
-            used.push(`${t}:${loop.dio ? 'on' : 'off'}`);
-            return job(loop.dev);
-          }));
-          log(`randwrite ${TARGET_LABEL[t]} (loop dio ${dio}): ${show(row.figures[t], 0)} IOPS`);
-        }
-        if (dio === dios[dios.length - 1]) {
-          fresh.figures.thinvol = await measure('randwrite thinvol fresh', () => withLoop(join(mnt, 'iops-fresh'), dio, cleanup, (loop) => job(loop.dev)));
-          log(`randwrite thinvol fresh volume (loop dio ${dio}): ${show(fresh.figures.thinvol, 0)} IOPS`);
+        for (let round = 1; round <= o.rounds; round++) {
+          for (const t of rotate(targets, round - 1)) {
+            const f = await measure(`randwrite ${t.name} ${roundsLabel(round)}`, () => withLoop(t.file, dio, cleanup, async (loop) => {
+              used.add(`${t.name}:${loop.dio ? 'on' : 'off'}`);
+              return job(loop.dev);
+            }));
+            addRound(row, t.name, f);
+            log(`${roundsLabel(round)} randwrite ${TARGET_LABEL[t.name]} (loop dio ${dio}): ${show(f, 0)} IOPS`);
+            const p = pools[t.name];
+            if (withFresh && p) {
+              const vol = `iops-fresh-${round}`;
+              const ff = await measure(`randwrite ${t.name} fresh ${roundsLabel(round)}`, async () => {
+                await p.tv.createVolume(vol, '100G');
+                return withLoop(join(p.mnt, vol), dio, cleanup, (loop) => job(loop.dev));
+              });
+              addRound(fresh, t.name, ff);
+              log(`${roundsLabel(round)} randwrite ${TARGET_LABEL[t.name].replace(/ volume$/, '')}, fresh volume (loop dio ${dio}): ${show(ff, 0)} IOPS`);
+            }
+          }
         }
         report.compare.push(row);
-        if (fresh.figures.thinvol) report.compare.push(fresh);
-        report.notes.push(`loop devices asked for --direct-io=${dio}; the kernel used (sysfs loop/dio): ${used.join(', ')}`);
+        if (withFresh) report.compare.push(fresh);
+        report.notes.push(`loop devices asked for --direct-io=${dio}; the kernel used (sysfs loop/dio): ${[...used].join(', ')}`);
       }
     }
 
     /* 3. mkfs footprints */
-    if (o.only.includes('mkfs')) {
+    const pool = pools.thinvol;
+    if (o.only.includes('mkfs') && pool) {
       const mkfs: [string, string, string[], number][] = [
         ['ext4', 'mkfs.ext4', ['-q'], 8 * MiB],
         ['xfs', 'mkfs.xfs', ['-q', '-f'], 1 * MiB],
@@ -305,13 +382,13 @@ async function main(): Promise<void> {
         const vol = `mkfs-${fsName}`;
         let seconds = 0;
         const fig = await measure(`mkfs ${fsName}`, async () => {
-          await tv.createVolume(vol, '100G');
-          await withLoop(join(mnt, vol), dios[0] ?? 'on', cleanup, async (loop) => {
+          await pool.tv.createVolume(vol, '100G');
+          await withLoop(join(pool.mnt, vol), dios[0] ?? 'on', cleanup, async (loop) => {
             const t0 = Date.now();
             await run(cmd, [...args, loop.dev], { timeoutMs: 10 * 60_000 });
             seconds = (Date.now() - t0) / 1000;
           });
-          return tv.allocatedOf(vol);
+          return pool.tv.allocatedOf(vol);
         });
         const ok = 'value' in fig ? fig.value <= limit : undefined;
         const value = 'value' in fig ? `${fmt(fig.value / MiB, 2)} MiB` : `error: ${fig.error}`;
@@ -394,13 +471,18 @@ function show(f: Figure | undefined, d: number): string {
 function printSummary(r: Report): void {
   console.log('\n=== summary ===');
   for (const row of r.compare) {
-    const d = row.unit === 'IOPS' ? 0 : 1;
-    const f = row.figures;
-    const cells = TARGETS.filter((t: TargetName) => f[t]).map((t) => `${t} ${show(f[t], d)}`);
-    console.log(`${row.label}${row.extra ? ` (${row.extra})` : ''} [${row.unit}]: ${cells.join(', ')}`);
-    if (f.qsd || f.plain || f.passthrough) console.log(`    ratios: vol/qsd ${ratio(f.thinvol, f.qsd)}, vol/plain ${ratio(f.thinvol, f.plain)}, vol/passthrough ${ratio(f.thinvol, f.passthrough)}`);
+    const d = digitsOf(row);
+    const present = TARGETS.filter((t) => row.rounds[t]);
+    const cells = present.map((t) => `${t} ${fmtFigure(median(row.rounds[t]), d)} (${spread(row.rounds[t], d)})`);
+    console.log(`${row.label}${row.extra ? ` (${row.extra})` : ''} [${row.unit}, median (lowest-highest) of ${r.rounds}]: ${cells.join(', ')}`);
+    const others = RATIO_TARGETS.filter((t) => row.rounds[t]);
+    if (row.rounds.thinvol && others.length > 0) {
+      console.log(`    ratios: ${others.map((t) => `vol/${t} ${ratio(median(row.rounds.thinvol), median(row.rounds[t]))}`).join(', ')}`);
+    }
   }
-  for (const c of r.checks) console.log(`${c.label}: ${c.value} (target ${c.target}) ${c.pass === undefined ? '' : c.pass ? 'PASS' : 'FAIL'}${c.note ? `\n    ${c.note}` : ''}`);
+  for (const c of r.checks) {
+    console.log(`${c.label}: ${c.value} (target ${c.target}) ${c.pass === undefined ? '' : c.pass ? 'PASS' : 'FAIL'}${c.note ? `\n    ${c.note}` : ''}`);
+  }
   for (const n of r.notes) console.log(`note: ${n}`);
 }
 

@@ -13,7 +13,8 @@ export const TARGET_LABEL: Record<TargetName, string> = {
 /** One measured figure, or why it is missing. */
 export type Figure = { value: number } | { error: string };
 
-export interface CompareRow { label: string; unit: string; figures: Partial<Record<TargetName, Figure>>; extra?: string }
+/** A row of the comparison: each target's figures, one per round, in round order. */
+export interface CompareRow { label: string; unit: string; rounds: Partial<Record<TargetName, Figure[]>>; extra?: string }
 
 export interface CheckRow { label: string; value: string; target: string; pass: boolean | undefined; note: string }
 
@@ -21,6 +22,7 @@ export interface Report {
   date: string;
   machine: [string, string][];
   settings: string[];
+  rounds: number;
   compare: CompareRow[];
   checks: CheckRow[];
   notes: string[];
@@ -35,6 +37,13 @@ disk you want to measure); mounts, loop devices and processes are removed at the
 \`npm run bench -- --help\` lists the flags that shrink a run; flags that differ from the defaults are
 listed in the section they produced.
 
+The machines are noisy, so the seq and randwrite rows are measured in rounds (\`--rounds N\`, default 3):
+each round runs every target once, the order rotated by one target per round so that none always goes
+first, and the table gives each target's median over the rounds (the mean of the middle two for an even
+count), ratios of those medians, and below it the spread (lowest-highest round) of every figure.
+A round that fails is left out of the median and counted in the spread table. Sections from before
+rounds existed hold one measurement per target.
+
 Targets in the comparison table (all backed by files on the same disk):
 
 - **thinvol**: a 100 GiB thinvol volume, i.e. the file MNT/NAME of \`thinvol mount\`;
@@ -46,23 +55,30 @@ Targets in the comparison table (all backed by files on the same disk):
 
 Rows:
 
-- **seq write MiB/s**: \`fio --rw=write --bs=1M --size=1G --ioengine=psync --end_fsync=1\` into the file (includes the final fsync);
-- **seq read MiB/s**: \`fio --rw=read --bs=1M --size=1G --ioengine=psync\` after \`sync; echo 3 > /proc/sys/vm/drop_caches\`;
+- **seq write MiB/s**: \`fio --rw=write --bs=1M --size=1G --ioengine=psync --end_fsync=1\` into the file (includes the
+  final fsync). Every round writes a never-written file: a new volume for thinvol, the other
+  targets' backing files with their blocks punched out (\`fallocate --punch-hole\`), page cache dropped first;
+- **seq read MiB/s**: \`fio --rw=read --bs=1M --size=1G --ioengine=psync\` of that file after \`sync; echo 3 > /proc/sys/vm/drop_caches\`;
 - **randwrite IOPS**: \`fio --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio --direct=1 --runtime=20 --time_based --size=1G\`
   on a loop device over the file (\`losetup --direct-io=on\` unless noted); the files were fully written by the
-  sequential test, so these are overwrites. The extra thinvol row "fresh volume" runs the same job on a loop over
-  a never-written volume, so most writes allocate;
-- ratios are thinvol's figure divided by the other target's (1.00 = as fast);
+  sequential test (thinvol: the volume of the last seq round), so these are overwrites. The extra thinvol row
+  "fresh volume" runs the same job on a loop over a volume created for that round and never written, so most
+  writes allocate;
+- ratios are thinvol's median divided by the other target's (1.00 = as fast; above 1 = thinvol faster);
 - **mkfs.ext4 / mkfs.xfs footprint**: \`allocatedBytes\` (thinvol df --json) of a fresh 100 GiB volume after
-  \`mkfs.ext4 -q\` / \`mkfs.xfs -q -f\` on a loop device over it;
+  \`mkfs.ext4 -q\` / \`mkfs.xfs -q -f\` on a loop device over it, measured once;
 - **daemon RSS**: VmRSS / VmHWM of the thinvol daemon after 1,000,000 random 4 KiB writes (random data,
   O_DIRECT, libaio iodepth 16 per job) spread over ten 16 TiB volumes by ten parallel fio jobs, and how long they took.
 `;
 
-function fmtFigure(f: Figure | undefined, digits: number): string {
+function fmtNum(n: number, digits: number): string {
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+export function fmtFigure(f: Figure | undefined, digits: number): string {
   if (!f) return '-';
   if ('error' in f) return 'error';
-  return f.value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  return fmtNum(f.value, digits);
 }
 
 export function ratio(a: Figure | undefined, b: Figure | undefined): string {
@@ -70,26 +86,68 @@ export function ratio(a: Figure | undefined, b: Figure | undefined): string {
   return (a.value / b.value).toFixed(2);
 }
 
+const valuesOf = (rounds: readonly Figure[]): number[] => rounds.flatMap((f) => ('value' in f ? [f.value] : []));
+
+/** The median of the rounds that produced a figure; the first error when none did. */
+export function median(rounds: readonly Figure[] | undefined): Figure | undefined {
+  if (!rounds || rounds.length === 0) return undefined;
+  const v = valuesOf(rounds).sort((x, y) => x - y);
+  if (v.length === 0) return rounds[0];
+  const mid = Math.floor(v.length / 2);
+  const hi = v[mid] ?? 0;
+  return { value: v.length % 2 === 1 ? hi : ((v[mid - 1] ?? hi) + hi) / 2 };
+}
+
+/** "lowest-highest" over the rounds, plus how many failed. */
+export function spread(rounds: readonly Figure[] | undefined, digits: number): string {
+  if (!rounds || rounds.length === 0) return '-';
+  const v = valuesOf(rounds);
+  const failed = rounds.length - v.length;
+  if (v.length === 0) return 'error';
+  const range = `${fmtNum(Math.min(...v), digits)}-${fmtNum(Math.max(...v), digits)}`;
+  return failed > 0 ? `${range} (${failed} of ${rounds.length} failed)` : range;
+}
+
+export const digitsOf = (row: CompareRow): number => (row.unit === 'IOPS' ? 0 : 1);
+
+/** The ratio columns: thinvol against every other target, qsd first as in the sections so far. */
+export const RATIO_TARGETS: readonly TargetName[] = ['qsd', 'plain', 'passthrough'];
+
 export function renderSection(r: Report): string {
   const lines: string[] = [];
   lines.push(`## ${r.date}`, '');
   lines.push('Machine: ' + r.machine.map(([k, v]) => `${k} ${v}`).join('; ') + '.', '');
   if (r.settings.length > 0) lines.push(`Settings: ${r.settings.join('; ')}.`, '');
-  lines.push('| test | thinvol | plain | qsd | passthrough | vol/qsd | vol/plain | vol/passthrough |');
-  lines.push('|---|--:|--:|--:|--:|--:|--:|--:|');
-  for (const row of r.compare) {
-    const d = row.unit === 'IOPS' ? 0 : 1;
-    const f = row.figures;
-    lines.push(`| ${row.label} (${row.unit})${row.extra ? ` ${row.extra}` : ''} | ${fmtFigure(f.thinvol, d)} | ${fmtFigure(f.plain, d)} | ${fmtFigure(f.qsd, d)} | ${fmtFigure(f.passthrough, d)} | ${ratio(f.thinvol, f.qsd)} | ${ratio(f.thinvol, f.plain)} | ${ratio(f.thinvol, f.passthrough)} |`);
+  const targets = TARGETS;
+  const others = RATIO_TARGETS;
+  const rowName = (row: CompareRow): string => `${row.label} (${row.unit})${row.extra ? ` ${row.extra}` : ''}`;
+  if (r.compare.length > 0) {
+    lines.push(r.rounds === 1 ? 'One round: one measurement per target.' : `Medians of ${r.rounds} interleaved rounds (target order rotated each round); ratios are of the medians.`, '');
+    lines.push(`| test | ${targets.join(' | ')} | ${others.map((t) => `vol/${t}`).join(' | ')} |`);
+    lines.push(`|---|${targets.map(() => '--:|').join('')}${others.map(() => '--:|').join('')}`);
+    for (const row of r.compare) {
+      const d = digitsOf(row);
+      const m = (t: TargetName): Figure | undefined => median(row.rounds[t]);
+      lines.push(`| ${rowName(row)} | ${targets.map((t) => fmtFigure(m(t), d)).join(' | ')} | ${others.map((t) => ratio(m('thinvol'), m(t))).join(' | ')} |`);
+    }
+    lines.push('');
+    if (r.rounds > 1) {
+      lines.push('Spread over the rounds (lowest-highest):', '');
+      lines.push(`| test | ${targets.join(' | ')} |`);
+      lines.push(`|---|${targets.map(() => '--:|').join('')}`);
+      for (const row of r.compare) lines.push(`| ${rowName(row)} | ${targets.map((t) => spread(row.rounds[t], digitsOf(row))).join(' | ')} |`);
+      lines.push('');
+    }
   }
-  lines.push('');
-  lines.push('| check | result | target | pass | notes |');
-  lines.push('|---|--:|--:|:-:|---|');
-  for (const c of r.checks) {
-    const pass = c.pass === undefined ? '-' : c.pass ? 'pass' : '**FAIL**';
-    lines.push(`| ${c.label} | ${c.value} | ${c.target} | ${pass} | ${c.note} |`);
+  if (r.checks.length > 0) {
+    lines.push('| check | result | target | pass | notes |');
+    lines.push('|---|--:|--:|:-:|---|');
+    for (const c of r.checks) {
+      const pass = c.pass === undefined ? '-' : c.pass ? 'pass' : '**FAIL**';
+      lines.push(`| ${c.label} | ${c.value} | ${c.target} | ${pass} | ${c.note} |`);
+    }
+    lines.push('');
   }
-  lines.push('');
   for (const n of r.notes) lines.push(`- ${n}`);
   if (r.notes.length > 0) lines.push('');
   return lines.join('\n');
