@@ -1,18 +1,18 @@
 /**
  * npm run bench [-- flags]: thinvol against a plain file, qemu-storage-daemon's FUSE export and a
- * minimal fuse-native passthrough (sequential throughput, 4 KiB random-write IOPS over loop devices,
- * in interleaved rounds reported as medians),
+ * minimal fuse-native passthrough and, with --baseline, another thinvol checkout (sequential
+ * throughput, 4 KiB random-write IOPS over loop devices, in interleaved rounds reported as medians),
  * plus mkfs footprints and the daemon's RSS under a million scattered writes. Appends a dated
  * section to docs/benchmarks.md. Needs root, fio, qemu-storage-daemon, mkfs.ext4 and mkfs.xfs.
  */
-import { promises as fs, statfsSync, statSync } from 'node:fs';
+import { existsSync, promises as fs, statfsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fio } from './bench/fio';
 import { Cleanup, mountpoints, run } from './bench/proc';
 import {
-  RATIO_TARGETS, TARGETS, TARGET_LABEL, appendReport, digitsOf, fmtFigure, median, ratio, spread,
-  type CompareRow, type Figure, type Report, type TargetName,
+  TARGETS, TARGET_LABEL, appendReport, columnName, digitsOf, fmtFigure, median, ratio, ratioTargetsOf, spread, targetsOf,
+  type CheckRow, type CompareRow, type Figure, type Report, type TargetName,
 } from './bench/report';
 import { type Dio, Thinvol, attachLoop, startPassthrough, startQsd, withLoop } from './bench/targets';
 
@@ -36,6 +36,7 @@ interface Options {
   rssIodepth: number;
   rssVia: 'file' | 'loop';
   rounds: number;
+  baseline: string | undefined;
   only: Section[];
   tmpdir: string;
   record: boolean;
@@ -44,7 +45,7 @@ interface Options {
 const DEFAULTS: Options = {
   seqMiB: 1024, iopsRuntime: 20, iopsSizeMiB: 1024, loopDio: 'on',
   rssWrites: 1_000_000, rssVolumes: 10, rssVolumeSize: '16T', rssIodepth: 16, rssVia: 'file',
-  rounds: 3, only: [...SECTIONS], tmpdir: '/var/tmp', record: true,
+  rounds: 3, baseline: undefined, only: [...SECTIONS], tmpdir: '/var/tmp', record: true,
 };
 
 const USAGE = `usage: npm run bench -- [flags]
@@ -58,6 +59,7 @@ const USAGE = `usage: npm run bench -- [flags]
   --rss-iodepth N      libaio queue depth per RSS job (default ${DEFAULTS.rssIodepth})
   --rss-via file|loop  write the mount's files directly (O_DIRECT) or through loop devices (default ${DEFAULTS.rssVia})
   --rounds N           interleaved rounds of the seq and randwrite rows; the medians are reported (default ${DEFAULTS.rounds})
+  --baseline DIR       also measure another built thinvol checkout (DIR/bin/thinvol, DIR/dist), e.g. the previous version
   --only LIST          comma-separated subset of ${SECTIONS.join(',')} (default all)
   --tmpdir DIR         where the temporary directory goes; same disk as the repo (default ${DEFAULTS.tmpdir})
   --no-record          do not append to docs/benchmarks.md`;
@@ -95,6 +97,12 @@ function parseArgs(argv: string[]): Options {
         break;
       }
       case '--rounds': o.rounds = int(flag, val()); break;
+      case '--baseline': {
+        const v = val();
+        if (!v) throw new Error('--baseline wants a directory');
+        o.baseline = v;
+        break;
+      }
       case '--only': {
         const parts = (val() ?? '').split(',').filter(Boolean);
         for (const p of parts) if (!(SECTIONS as readonly string[]).includes(p)) throw new Error(`--only: unknown section ${p}`);
@@ -156,13 +164,18 @@ async function firstLine(cmd: string, args: string[]): Promise<string> {
   }
 }
 
-async function machine(tmp: string): Promise<[string, string][]> {
+/** The short commit of a checkout, marked when its src differs from it. */
+async function checkoutHead(dir: string): Promise<string> {
+  const head = await firstLine('git', ['-C', dir, 'rev-parse', '--short', 'HEAD']);
+  const dirty = (await run('git', ['-C', dir, 'status', '--porcelain', '--', 'src'], { allowFail: true })).stdout.trim() !== '';
+  return `${head}${dirty ? ' (src modified)' : ''}`;
+}
+
+async function machine(tmp: string, base: Baseline | undefined): Promise<[string, string][]> {
   const cpu = /^model name\s*:\s*(.+)$/m.exec(await fs.readFile('/proc/cpuinfo', 'utf8'))?.[1] ?? '?';
   const disk = (await firstLine('findmnt', ['-n', '-o', 'SOURCE,FSTYPE', '-T', tmp])).replace(/\s+/, ' ');
   const load = (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
-  const head = await firstLine('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']);
-  const dirty = (await run('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src'], { allowFail: true })).stdout.trim() !== '';
-  return [
+  const rows: [string, string][] = [
     ['nproc', await firstLine('nproc', [])],
     ['CPU', cpu.trim()],
     ['RAM', `${fmt(os.totalmem() / GiB)} GiB`],
@@ -172,22 +185,36 @@ async function machine(tmp: string): Promise<[string, string][]> {
     ['node', process.version],
     ['fio', await firstLine('fio', ['--version'])],
     ['qemu-storage-daemon', (await firstLine('qemu-storage-daemon', ['--version'])).replace(/^qemu-storage-daemon version /, '')],
-    ['thinvol', `${head}${dirty ? ' (src modified)' : ''}`],
+    ['thinvol', await checkoutHead(ROOT)],
   ];
+  if (base) rows.push(['baseline', `${await checkoutHead(base.dir)} (${base.dir})`]);
+  return rows;
 }
 
 /* ------------------------------------------------------------------ the run */
 
-/** A pool mounted by thinvol. */
-interface Served { tv: Thinvol; mnt: string }
+interface Baseline { dir: string; bin: string; head: string }
+
+async function baselineOf(dir: string): Promise<Baseline> {
+  const abs = resolve(dir);
+  const bin = join(abs, 'bin', 'thinvol');
+  for (const p of [bin, join(abs, 'dist')]) {
+    if (!existsSync(p)) throw new Error(`--baseline ${dir}: no ${p}; it must be a built thinvol checkout (npm install && npm run build there)`);
+  }
+  const head = (await run('git', ['-C', abs, 'rev-parse', '--short', 'HEAD'])).stdout.trim();
+  return { dir: abs, bin, head };
+}
+
+/** A pool mounted by one thinvol checkout: this one, or the baseline's. */
+interface Served { tv: Thinvol; mnt: string; pid: number }
 
 async function servePool(bin: string, tmp: string, prefix: string, backendGiB: number, cleanup: Cleanup): Promise<Served> {
   const tv = new Thinvol(bin, join(tmp, `${prefix}pool`));
   const mnt = join(tmp, `${prefix}mnt`);
   await fs.mkdir(mnt);
   await tv.createPool(join(tmp, `${prefix}pool-backend.img`), `${backendGiB}G`);
-  await tv.mount(mnt, cleanup);
-  return { tv, mnt };
+  const { pid } = await tv.mount(mnt, cleanup);
+  return { tv, mnt, pid };
 }
 
 /** A target of the seq and randwrite rows. */
@@ -218,6 +245,8 @@ async function main(): Promise<void> {
   }
   const thinvolBin = join(ROOT, 'bin', 'thinvol');
   const passthroughJs = join(__dirname, 'bench', 'passthrough.js');
+  const base = o.baseline !== undefined ? await baselineOf(o.baseline) : undefined;
+  const label = (t: TargetName): string => (t === 'baseline' && base ? `baseline thinvol ${base.head} volume` : TARGET_LABEL[t]);
 
   await fs.mkdir(o.tmpdir, { recursive: true });
   if (statSync(o.tmpdir).dev !== statSync(ROOT).dev) console.warn(`bench: warning: ${o.tmpdir} is not on the repository's filesystem`);
@@ -228,7 +257,7 @@ async function main(): Promise<void> {
   // Every round writes a new seq volume and a fresh randwrite volume, and none is deleted.
   const poolBytes = o.rounds * (seqBytes + iopsBytes) + fileBytes;
   const poolBackendGiB = Math.max(8, Math.ceil(poolBytes / GiB) + 2);
-  const need = 3 * fileBytes + poolBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0);
+  const need = 3 * fileBytes + (base ? 2 : 1) * poolBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0);
   const st = statfsSync(o.tmpdir);
   if (st.bavail * st.bsize < need) throw new Error(`${o.tmpdir} has ${fmt((st.bavail * st.bsize) / GiB)} GiB free; the run needs about ${fmt(need / GiB)} GiB`);
 
@@ -254,18 +283,24 @@ async function main(): Promise<void> {
   process.on('SIGTERM', onSignal);
 
   const report: Report = { date: '', machine: [], settings: nonDefaults(o), rounds: o.rounds, compare: [], checks: [], notes: [] };
+  if (base) report.baseline = base.head;
   const dios: Dio[] = o.loopDio === 'both' ? ['on', 'off'] : [o.loopDio];
 
   try {
     report.date = (await firstLine('date', ['-I'])) || new Date().toISOString().slice(0, 10);
-    report.machine = await machine(tmp);
+    report.machine = await machine(tmp, base);
 
     const needTargets = o.only.includes('seq') || o.only.includes('iops');
     const needPool = needTargets || o.only.includes('mkfs');
     const pools: Partial<Record<TargetName, Served>> = {};
     if (needPool) {
       pools.thinvol = await servePool(thinvolBin, tmp, '', poolBackendGiB, cleanup);
-      log(`thinvol pool mounted at ${pools.thinvol.mnt}`);
+      log(`thinvol pool mounted at ${pools.thinvol.mnt} (daemon pid ${pools.thinvol.pid})`);
+      if (base) {
+        // Its own pool, created by its own binary: the two versions' pool formats differ.
+        pools.baseline = await servePool(base.bin, tmp, 'base-', poolBackendGiB, cleanup);
+        log(`baseline thinvol ${base.head} (${base.dir}) pool mounted at ${pools.baseline.mnt} (daemon pid ${pools.baseline.pid})`);
+      }
     }
     const served = (): [TargetName, Served][] => TARGETS.flatMap((t): [TargetName, Served][] => {
       const p = pools[t];
@@ -329,7 +364,7 @@ async function main(): Promise<void> {
             return res.read.bwBytes / MiB;
           });
           addRound(r, t.name, rf);
-          log(`${roundsLabel(round)} seq ${TARGET_LABEL[t.name]}: write ${show(wf, 1)} MiB/s, read ${show(rf, 1)} MiB/s`);
+          log(`${roundsLabel(round)} seq ${label(t.name)}: write ${show(wf, 1)} MiB/s, read ${show(rf, 1)} MiB/s`);
         }
       }
       report.compare.push(w, r);
@@ -352,7 +387,7 @@ async function main(): Promise<void> {
               return job(loop.dev);
             }));
             addRound(row, t.name, f);
-            log(`${roundsLabel(round)} randwrite ${TARGET_LABEL[t.name]} (loop dio ${dio}): ${show(f, 0)} IOPS`);
+            log(`${roundsLabel(round)} randwrite ${label(t.name)} (loop dio ${dio}): ${show(f, 0)} IOPS`);
             const p = pools[t.name];
             if (withFresh && p) {
               const vol = `iops-fresh-${round}`;
@@ -361,7 +396,7 @@ async function main(): Promise<void> {
                 return withLoop(join(p.mnt, vol), dio, cleanup, (loop) => job(loop.dev));
               });
               addRound(fresh, t.name, ff);
-              log(`${roundsLabel(round)} randwrite ${TARGET_LABEL[t.name].replace(/ volume$/, '')}, fresh volume (loop dio ${dio}): ${show(ff, 0)} IOPS`);
+              log(`${roundsLabel(round)} randwrite ${label(t.name).replace(/ volume$/, '')}, fresh volume (loop dio ${dio}): ${show(ff, 0)} IOPS`);
             }
           }
         }
@@ -372,29 +407,42 @@ async function main(): Promise<void> {
     }
 
     /* 3. mkfs footprints */
-    const pool = pools.thinvol;
-    if (o.only.includes('mkfs') && pool) {
+    if (o.only.includes('mkfs')) {
       const mkfs: [string, string, string[], number][] = [
         ['ext4', 'mkfs.ext4', ['-q'], 8 * MiB],
         ['xfs', 'mkfs.xfs', ['-q', '-f'], 1 * MiB],
       ];
       for (const [fsName, cmd, args, limit] of mkfs) {
         const vol = `mkfs-${fsName}`;
-        let seconds = 0;
-        const fig = await measure(`mkfs ${fsName}`, async () => {
-          await pool.tv.createVolume(vol, '100G');
-          await withLoop(join(pool.mnt, vol), dios[0] ?? 'on', cleanup, async (loop) => {
-            const t0 = Date.now();
-            await run(cmd, [...args, loop.dev], { timeoutMs: 10 * 60_000 });
-            seconds = (Date.now() - t0) / 1000;
+        const results: Partial<Record<TargetName, { fig: Figure; seconds: number }>> = {};
+        for (const [t, p] of served()) {
+          let seconds = 0;
+          const fig = await measure(`mkfs ${fsName} ${t}`, async () => {
+            await p.tv.createVolume(vol, '100G');
+            await withLoop(join(p.mnt, vol), dios[0] ?? 'on', cleanup, async (loop) => {
+              const t0 = Date.now();
+              await run(cmd, [...args, loop.dev], { timeoutMs: 10 * 60_000 });
+              seconds = (Date.now() - t0) / 1000;
+            });
+            return p.tv.allocatedOf(vol);
           });
-          return pool.tv.allocatedOf(vol);
-        });
+          results[t] = { fig, seconds };
+        }
+        const fig = results.thinvol?.fig ?? { error: 'not measured' };
         const ok = 'value' in fig ? fig.value <= limit : undefined;
-        const value = 'value' in fig ? `${fmt(fig.value / MiB, 2)} MiB` : `error: ${fig.error}`;
-        report.checks.push({ label: `${cmd} ${args.join(' ')} footprint (100 GiB volume)`, value, target: `<= ${limit / MiB} MiB`, pass: ok,
-          note: 'value' in fig ? `${fig.value} bytes allocated; mkfs took ${fmt(seconds)} s` : '' });
-        log(`${cmd} footprint: ${value} (target <= ${limit / MiB} MiB): ${ok === undefined ? '-' : ok ? 'pass' : 'FAIL'}`);
+        const footprint = (f: Figure): string => ('value' in f ? `${fmt(f.value / MiB, 2)} MiB` : `error: ${f.error}`);
+        const detail = (r: { fig: Figure; seconds: number }): string => ('value' in r.fig ? `${r.fig.value} bytes allocated; mkfs took ${fmt(r.seconds)} s` : '');
+        const check: CheckRow = { label: `${cmd} ${args.join(' ')} footprint (100 GiB volume)`, value: footprint(fig), target: `<= ${limit / MiB} MiB`, pass: ok,
+          note: results.thinvol ? detail(results.thinvol) : '' };
+        const b = results.baseline;
+        if (b) {
+          check.baseline = footprint(b.fig);
+          check.vsBaseline = ratio(fig, b.fig);
+          const bd = detail(b);
+          if (bd) check.note += `${check.note ? '; ' : ''}baseline: ${bd}`;
+        }
+        report.checks.push(check);
+        log(`${cmd} footprint: ${check.value} (target <= ${limit / MiB} MiB): ${ok === undefined ? '-' : ok ? 'pass' : 'FAIL'}${b ? `; baseline ${check.baseline ?? '-'}, vol/baseline ${check.vsBaseline ?? '-'}` : ''}`);
       }
     }
 
@@ -472,16 +520,17 @@ function printSummary(r: Report): void {
   console.log('\n=== summary ===');
   for (const row of r.compare) {
     const d = digitsOf(row);
-    const present = TARGETS.filter((t) => row.rounds[t]);
-    const cells = present.map((t) => `${t} ${fmtFigure(median(row.rounds[t]), d)} (${spread(row.rounds[t], d)})`);
+    const present = targetsOf(r).filter((t) => row.rounds[t]);
+    const cells = present.map((t) => `${columnName(t, r)} ${fmtFigure(median(row.rounds[t]), d)} (${spread(row.rounds[t], d)})`);
     console.log(`${row.label}${row.extra ? ` (${row.extra})` : ''} [${row.unit}, median (lowest-highest) of ${r.rounds}]: ${cells.join(', ')}`);
-    const others = RATIO_TARGETS.filter((t) => row.rounds[t]);
+    const others = ratioTargetsOf(r).filter((t) => row.rounds[t]);
     if (row.rounds.thinvol && others.length > 0) {
       console.log(`    ratios: ${others.map((t) => `vol/${t} ${ratio(median(row.rounds.thinvol), median(row.rounds[t]))}`).join(', ')}`);
     }
   }
   for (const c of r.checks) {
-    console.log(`${c.label}: ${c.value} (target ${c.target}) ${c.pass === undefined ? '' : c.pass ? 'PASS' : 'FAIL'}${c.note ? `\n    ${c.note}` : ''}`);
+    const base = c.baseline !== undefined ? `; ${columnName('baseline', r)} ${c.baseline}, vol/baseline ${c.vsBaseline ?? '-'}` : '';
+    console.log(`${c.label}: ${c.value}${base} (target ${c.target}) ${c.pass === undefined ? '' : c.pass ? 'PASS' : 'FAIL'}${c.note ? `\n    ${c.note}` : ''}`);
   }
   for (const n of r.notes) console.log(`note: ${n}`);
 }

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 
-export const TARGETS = ['thinvol', 'plain', 'qsd', 'passthrough'] as const;
+export const TARGETS = ['thinvol', 'plain', 'qsd', 'passthrough', 'baseline'] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export const TARGET_LABEL: Record<TargetName, string> = {
@@ -8,6 +8,7 @@ export const TARGET_LABEL: Record<TargetName, string> = {
   plain: 'plain file',
   qsd: 'qemu-storage-daemon FUSE export',
   passthrough: 'fuse-native passthrough',
+  baseline: 'baseline thinvol volume',
 };
 
 /** One measured figure, or why it is missing. */
@@ -16,13 +17,16 @@ export type Figure = { value: number } | { error: string };
 /** A row of the comparison: each target's figures, one per round, in round order. */
 export interface CompareRow { label: string; unit: string; rounds: Partial<Record<TargetName, Figure[]>>; extra?: string }
 
-export interface CheckRow { label: string; value: string; target: string; pass: boolean | undefined; note: string }
+/** baseline and vsBaseline are set when the run has a baseline: its result and thinvol's divided by it. */
+export interface CheckRow { label: string; value: string; target: string; pass: boolean | undefined; note: string; baseline?: string; vsBaseline?: string }
 
 export interface Report {
   date: string;
   machine: [string, string][];
   settings: string[];
   rounds: number;
+  /** git rev-parse --short HEAD of the baseline checkout, when there is one. */
+  baseline?: string;
   compare: CompareRow[];
   checks: CheckRow[];
   notes: string[];
@@ -51,23 +55,28 @@ Targets in the comparison table (all backed by files on the same disk):
 - **qsd**: a raw file exported as a file by \`qemu-storage-daemon --export type=fuse\` (a mature C FUSE block server);
 - **passthrough**: scripts/bench/passthrough.ts, a one-file fuse-native filesystem forwarding read/write to a
   backing file with fs.read/fs.write, mounted with the thinvol daemon's options (big_writes,
-  max_write=131072, max_background=64, congestion_threshold=48, no timeout): the ceiling fuse-native itself imposes.
+  max_write=131072, max_background=64, congestion_threshold=48, no timeout): the ceiling fuse-native itself imposes;
+- **baseline HASH** (only with \`--baseline DIR\`): a 100 GiB volume served by another built thinvol checkout
+  (DIR/bin/thinvol, commit HASH), e.g. the version before a change: its own pool, backend file and mountpoint,
+  created and mounted by its own binary, measured in the same rounds as the others.
 
 Rows:
 
 - **seq write MiB/s**: \`fio --rw=write --bs=1M --size=1G --ioengine=psync --end_fsync=1\` into the file (includes the
-  final fsync). Every round writes a never-written file: a new volume for thinvol, the other
+  final fsync). Every round writes a never-written file: a new volume for thinvol and the baseline, the other
   targets' backing files with their blocks punched out (\`fallocate --punch-hole\`), page cache dropped first;
 - **seq read MiB/s**: \`fio --rw=read --bs=1M --size=1G --ioengine=psync\` of that file after \`sync; echo 3 > /proc/sys/vm/drop_caches\`;
 - **randwrite IOPS**: \`fio --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio --direct=1 --runtime=20 --time_based --size=1G\`
   on a loop device over the file (\`losetup --direct-io=on\` unless noted); the files were fully written by the
-  sequential test (thinvol: the volume of the last seq round), so these are overwrites. The extra thinvol row
-  "fresh volume" runs the same job on a loop over a volume created for that round and never written, so most
-  writes allocate;
+  sequential test (thinvol and the baseline: the volume of the last seq round), so these are overwrites. The row
+  "fresh volume" runs the same job, for thinvol and the baseline only, on a loop over a volume created for that
+  round and never written, so most writes allocate;
 - ratios are thinvol's median divided by the other target's (1.00 = as fast; above 1 = thinvol faster);
+  vol/baseline compares this checkout with the baseline checkout;
 - **mkfs.ext4 / mkfs.xfs footprint**: \`allocatedBytes\` (thinvol df --json) of a fresh 100 GiB volume after
-  \`mkfs.ext4 -q\` / \`mkfs.xfs -q -f\` on a loop device over it, measured once;
-- **daemon RSS**: VmRSS / VmHWM of the thinvol daemon after 1,000,000 random 4 KiB writes (random data,
+  \`mkfs.ext4 -q\` / \`mkfs.xfs -q -f\` on a loop device over it, measured once; with a baseline, the same on a
+  volume of the baseline's pool, and thinvol's footprint divided by the baseline's;
+- **daemon RSS**: VmRSS / VmHWM of the thinvol daemon (this checkout only) after 1,000,000 random 4 KiB writes (random data,
   O_DIRECT, libaio iodepth 16 per job) spread over ten 16 TiB volumes by ten parallel fio jobs, and how long they took.
 `;
 
@@ -110,20 +119,28 @@ export function spread(rounds: readonly Figure[] | undefined, digits: number): s
 
 export const digitsOf = (row: CompareRow): number => (row.unit === 'IOPS' ? 0 : 1);
 
-/** The ratio columns: thinvol against every other target, qsd first as in the sections so far. */
-export const RATIO_TARGETS: readonly TargetName[] = ['qsd', 'plain', 'passthrough'];
+/** The targets a report has columns for: the baseline only when the run had one. */
+export const targetsOf = (r: Pick<Report, 'baseline'>): TargetName[] => TARGETS.filter((t) => t !== 'baseline' || r.baseline !== undefined);
+
+/** The ratio columns: thinvol against every other target, qsd first as in the sections before the baseline column. */
+export const ratioTargetsOf = (r: Pick<Report, 'baseline'>): TargetName[] =>
+  (['qsd', 'plain', 'passthrough', 'baseline'] as const).filter((t) => t !== 'baseline' || r.baseline !== undefined);
+
+export function columnName(t: TargetName, r: Pick<Report, 'baseline'>): string {
+  return t === 'baseline' ? `baseline ${r.baseline ?? ''}`.trim() : t;
+}
 
 export function renderSection(r: Report): string {
   const lines: string[] = [];
   lines.push(`## ${r.date}`, '');
   lines.push('Machine: ' + r.machine.map(([k, v]) => `${k} ${v}`).join('; ') + '.', '');
   if (r.settings.length > 0) lines.push(`Settings: ${r.settings.join('; ')}.`, '');
-  const targets = TARGETS;
-  const others = RATIO_TARGETS;
+  const targets = targetsOf(r);
+  const others = ratioTargetsOf(r);
   const rowName = (row: CompareRow): string => `${row.label} (${row.unit})${row.extra ? ` ${row.extra}` : ''}`;
   if (r.compare.length > 0) {
     lines.push(r.rounds === 1 ? 'One round: one measurement per target.' : `Medians of ${r.rounds} interleaved rounds (target order rotated each round); ratios are of the medians.`, '');
-    lines.push(`| test | ${targets.join(' | ')} | ${others.map((t) => `vol/${t}`).join(' | ')} |`);
+    lines.push(`| test | ${targets.map((t) => columnName(t, r)).join(' | ')} | ${others.map((t) => `vol/${t}`).join(' | ')} |`);
     lines.push(`|---|${targets.map(() => '--:|').join('')}${others.map(() => '--:|').join('')}`);
     for (const row of r.compare) {
       const d = digitsOf(row);
@@ -133,18 +150,20 @@ export function renderSection(r: Report): string {
     lines.push('');
     if (r.rounds > 1) {
       lines.push('Spread over the rounds (lowest-highest):', '');
-      lines.push(`| test | ${targets.join(' | ')} |`);
+      lines.push(`| test | ${targets.map((t) => columnName(t, r)).join(' | ')} |`);
       lines.push(`|---|${targets.map(() => '--:|').join('')}`);
       for (const row of r.compare) lines.push(`| ${rowName(row)} | ${targets.map((t) => spread(row.rounds[t], digitsOf(row))).join(' | ')} |`);
       lines.push('');
     }
   }
   if (r.checks.length > 0) {
-    lines.push('| check | result | target | pass | notes |');
-    lines.push('|---|--:|--:|:-:|---|');
+    const base = r.baseline !== undefined ? ` ${columnName('baseline', r)} | vol/baseline |` : '';
+    lines.push(`| check | result |${base} target | pass | notes |`);
+    lines.push(`|---|--:|${base ? '--:|--:|' : ''}--:|:-:|---|`);
     for (const c of r.checks) {
       const pass = c.pass === undefined ? '-' : c.pass ? 'pass' : '**FAIL**';
-      lines.push(`| ${c.label} | ${c.value} | ${c.target} | ${pass} | ${c.note} |`);
+      const cells = base ? ` ${c.baseline ?? '-'} | ${c.vsBaseline ?? '-'} |` : '';
+      lines.push(`| ${c.label} | ${c.value} |${cells} ${c.target} | ${pass} | ${c.note} |`);
     }
     lines.push('');
   }
