@@ -112,6 +112,7 @@ export class FuseOps {
       this.#open.set(v.id, ov);
     }
     if (writable && ov.writers === 0) this.watcher?.opened(ov.io);
+    ov.io.refresh();
     ov.handles++;
     if (writable) ov.writers++;
     return ov;

@@ -42,6 +42,8 @@ export class VolumeIo {
   readonly #alloc: StreamAllocator;
   readonly #pending = new PendingChanges();
   #commits: Promise<void> = Promise.resolve();
+  /** The committed size, read once: only this volume's writer changes it while it is open here (see refresh). */
+  #committedSize: number | undefined;
   /** Told of every accepted write, under its range lock, before the data moves. */
   onWrite: ((start: number, end: number) => void) | undefined;
 
@@ -57,7 +59,13 @@ export class VolumeIo {
 
   /** The size as this data path sees it (a write past the end grows it before the commit). */
   size(): number {
-    return this.#pending.sizeBytes ?? this.record().sizeBytes;
+    this.#committedSize ??= this.record().sizeBytes;
+    return this.#pending.sizeBytes ?? this.#committedSize;
+  }
+
+  /** Forgets the cached size (a new open: the volume may have been resized from outside meanwhile). */
+  refresh(): void {
+    if (this.#pending.sizeBytes === undefined) this.#committedSize = undefined;
   }
 
   /** Mapped bytes discarded that the next commit gives back. */
@@ -191,6 +199,8 @@ export class VolumeIo {
     this.pool.txn(() => {
       for (const c of layers) this.pool.commitChanges(this.holder, this.id, c);
     });
+    const sized = layers.findLast((c) => c.sizeBytes !== undefined);
+    if (sized) this.#committedSize = sized.sizeBytes;
     this.#pending.committed(layers.length);
   }
 

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { mulberry32 } from '../support/prng';
 import { dropCaches, must, run, Sandbox } from '../support/sandbox';
 
 interface Df { capacityBytes: number; allocatedBytes: number; freeBytes: number; provisionedBytes: number; volumes: { name: string; sizeBytes: number; allocatedBytes: number }[] }
@@ -53,10 +54,15 @@ describe('data path through a real FUSE mount', function () {
   });
 
   it('reads back dd patterns written at random offsets, unaligned ones included', async () => {
+    const seed = Number(process.env.THINVOL_SEED ?? Date.now() % 1e9);
+    console.log(`      seed ${seed} (THINVOL_SEED=${seed} to replay)`);
+    const rnd = mulberry32(seed);
     const writes: { off: number; data: Buffer }[] = [];
     for (let i = 0; i < 40; i++) {
-      const off = Math.floor(Math.random() * (4 * 2 ** 30 - 2 ** 20));
-      writes.push({ off, data: randomBytes(1 + Math.floor(Math.random() * 300_000)) });
+      const off = Math.floor(rnd() * (4 * 2 ** 30 - 2 ** 20));
+      const data = Buffer.alloc(1 + Math.floor(rnd() * 300_000));
+      for (let j = 0; j < data.length; j++) data[j] = Math.floor(rnd() * 256);
+      writes.push({ off, data });
     }
     for (const w of writes) {
       const r = await run('dd', [`of=${vol}`, 'bs=65536', `seek=${w.off}`, 'oflag=seek_bytes', 'iflag=fullblock', 'conv=notrunc', 'status=none'], { input: w.data });

@@ -17,7 +17,7 @@ import {
   fileBlocks,
   loadImage,
   mergeBlockRanges,
-} from './ext4-fixtures';
+} from '../support/ext4-images';
 
 type OkPlan = Extract<PlanResult, { ok: true }>;
 

@@ -15,7 +15,7 @@ import {
   fsckFree,
   sh,
   sleep,
-} from './ext4-fixtures';
+} from '../support/ext4-images';
 
 type OkPlan = Extract<PlanResult, { ok: true }>;
 

@@ -17,7 +17,7 @@ import {
   loadImage,
   sh,
   sleep,
-} from './ext4-fixtures';
+} from '../support/ext4-images';
 import { mulberry32 } from '../support/prng';
 
 const BS = 1024;

@@ -3,7 +3,7 @@ import { closeSync, openSync, readSync, statSync, unlinkSync, utimesSync, writeF
 import { join } from 'node:path';
 import type { ByteRange, PlanResult } from '../../src/reclaim/planner';
 import { planXfs } from '../../src/reclaim/xfs/plan-xfs';
-import { MemoryVolume, SMALL_LOG_ENV, XfsWorkdir, agfField, canMountXfs, replayedTruth, sh, uncoveredBytes, xfsGeometry } from './xfs-fixtures';
+import { MemoryVolume, SMALL_LOG_ENV, XfsWorkdir, agfField, canMountXfs, replayedTruth, sh, uncoveredBytes, xfsGeometry } from '../support/xfs-images';
 import { mulberry32 } from '../support/prng';
 
 const CHUNK = 1 << 20;

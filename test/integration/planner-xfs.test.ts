@@ -7,7 +7,7 @@ import { planXfs } from '../../src/reclaim/xfs/plan-xfs';
 import {
   FileVolume, MemoryVolume, SMALL_LOG_ENV, XfsWorkdir, canMakeXfs, canMountXfs, replayedTruth, sh, totalBytes,
   uncoveredBytes, xfsDbFree, xfsGeometry,
-} from './xfs-fixtures';
+} from '../support/xfs-images';
 
 async function planFile(path: string): Promise<{ result: PlanResult; reads: number }> {
   const volume = new FileVolume(path);
