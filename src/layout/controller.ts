@@ -18,6 +18,8 @@ export interface ControllerOptions {
   limits: BatchLimits;
   /** Set to stop after the current batch (the change stays resumable). */
   stop?: () => boolean;
+  /** The backends to copy through (default: the pool's files). */
+  backends?: BackendSet;
 }
 
 interface Participant { daemon: DaemonRecord; session: ControlSession; heldAt: number }
@@ -42,7 +44,7 @@ export class LayoutController {
 
   constructor(private readonly pool: Pool, private readonly opts: ControllerOptions) {
     this.#log = pool.changes;
-    this.#backends = pool.backendSet();
+    this.#backends = opts.backends ?? pool.backendSet();
   }
 
   async run(request: ChangeRequest): Promise<ChangeRecord> {
