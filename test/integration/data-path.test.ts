@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { mulberry32 } from '../support/prng';
-import { dropCaches, must, run, Sandbox } from '../support/sandbox';
+import { dropCaches, must, needs, run, Sandbox } from '../support/sandbox';
 
 interface Df { capacityBytes: number; allocatedBytes: number; freeBytes: number; provisionedBytes: number; volumes: { name: string; sizeBytes: number; allocatedBytes: number }[] }
 
@@ -123,7 +123,8 @@ describe('data path through a real FUSE mount', function () {
     expect((await sb.cli('check')).code).to.equal(0);
   });
 
-  it('serves many requests in flight at once', async () => {
+  it('serves many requests in flight at once', async function () {
+    await needs(this, 'fio');
     const data = randomBytes(8 << 20);
     await fs.writeFile(join(sb.dir, 'src'), data);
     const r = await run('fio', ['--name=par', `--filename=${vol}`, '--rw=randwrite', '--bs=4k', '--iodepth=32', '--ioengine=libaio', '--direct=1',

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
-import { dropCaches, must, run, Sandbox } from '../support/sandbox';
+import { dropCaches, must, needs, run, Sandbox } from '../support/sandbox';
 
 async function fillAndHash(dir: string, files: number, mib: number): Promise<string> {
   for (let i = 0; i < files; i++) await must('dd', ['if=/dev/urandom', `of=${join(dir, `f${i}`)}`, 'bs=1M', `count=${mib}`, 'status=none']);
@@ -17,7 +17,8 @@ describe('real filesystems and tools on a volume', function () {
   after(() => sb.cleanup());
 
   for (const fs of ['ext4', 'xfs'] as const) {
-    it(`mkfs.${fs} on a loop device, files survive a remount with matching md5, fsck clean`, async () => {
+    it(`mkfs.${fs} on a loop device, files survive a remount with matching md5, fsck clean`, async function () {
+      await needs(this, `mkfs.${fs}`, fs === 'xfs' ? 'xfs_repair' : 'e2fsck');
       await sb.cliOk('volume', 'create', fs, '--size', '2G');
       const dev = await sb.losetup(join(sb.mnt, fs));
       await must(`mkfs.${fs}`, fs === 'xfs' ? ['-q', '-f', dev] : ['-q', dev]);
@@ -36,7 +37,8 @@ describe('real filesystems and tools on a volume', function () {
     });
   }
 
-  it('qemu-img convert of a qcow2 into a volume file, then qemu-img compare', async () => {
+  it('qemu-img convert of a qcow2 into a volume file, then qemu-img compare', async function () {
+    await needs(this, 'qemu-img');
     const src = join(sb.dir, 'src.qcow2');
     const raw = join(sb.dir, 'src.raw');
     await must('qemu-img', ['create', '-q', '-f', 'raw', raw, '1G']);

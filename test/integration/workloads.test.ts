@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { fsx } from '../support/fsx';
-import { dropCaches, must, run, Sandbox, sleep } from '../support/sandbox';
+import { dropCaches, must, needs, run, Sandbox, sleep } from '../support/sandbox';
 
 /** Kernel log lines about I/O errors on a device, since `since` lines of dmesg. */
 async function ioErrors(dev: string, since: number): Promise<string[]> {
@@ -35,6 +35,7 @@ describe('workloads beside admin commands (no process killed)', () => {
 
   it('fio random writes with crc32c verification while CLI commands create, resize and delete other volumes', async function () {
     this.timeout(300_000);
+    await needs(this, 'fio');
     await sb.cliOk('volume', 'create', 'fio', '--size', '1G');
     const stop = { now: false };
     const tally = { runs: 0, failures: [] as string[] };
@@ -53,6 +54,7 @@ describe('workloads beside admin commands (no process killed)', () => {
 
   it('fsx and O_DIRECT fio inside ext4 on a direct-I/O loop device, auto reclaim on, df between rounds: no I/O error, every byte as written', async function () {
     this.timeout(600_000);
+    await needs(this, 'fio', 'mkfs.ext4', 'e2fsck', 'losetup');
     const seed = Number(process.env.THINVOL_SEED ?? Date.now() % 1e9);
     await sb.cliOk('volume', 'create', 'guest', '--size', '2G');
     const dev = await sb.losetup(join(sb.mnt, 'guest'), { directIo: true });

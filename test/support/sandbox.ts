@@ -140,6 +140,18 @@ export class Sandbox {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Skips the running test (or hook's suite) with the reason when a tool it drives is not installed:
+ * `bash scripts/install.sh` installs them all.
+ */
+export async function needs(ctx: Mocha.Context, ...tools: string[]): Promise<void> {
+  const missing: string[] = [];
+  for (const t of tools) if ((await run('sh', ['-c', `command -v ${t}`])).code !== 0) missing.push(t);
+  if (missing.length === 0) return;
+  console.log(`      skipped: ${missing.join(', ')} not installed (bash scripts/install.sh installs it)`);
+  ctx.skip();
+}
+
 /** Writes back dirty pages and empties the page cache, so that the next reads come from the device. */
 export async function dropCaches(): Promise<void> {
   await must('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches']);
