@@ -224,15 +224,20 @@ export class Pool {
     return Array.from(this.#store.volumes.getRange(), ({ value }) => value);
   }
 
-  findVolume(nameOrId: string): VolumeRecord | undefined {
-    const id = this.#store.names.get(nameOrId);
-    if (id !== undefined) return this.#store.volumes.get(id);
-    return /^\d+$/.test(nameOrId) ? this.#store.volumes.get(Number(nameOrId)) : undefined;
+  /**
+   * A volume by name, or by id written `id:N`. Never a guess: a name made of digits is a name
+   * (before, `volume delete 2` deleted the volume whose id was 2 when none was named "2").
+   */
+  findVolume(ref: string): VolumeRecord | undefined {
+    const byId = /^id:(\d+)$/.exec(ref);
+    if (byId) return this.#store.volumes.get(Number(byId[1]));
+    const id = this.#store.names.get(ref);
+    return id === undefined ? undefined : this.#store.volumes.get(id);
   }
 
-  volume(nameOrId: string): VolumeRecord {
-    const v = this.findVolume(nameOrId);
-    if (!v) throw new FsError('ENOENT', `no volume "${nameOrId}" in pool ${this.dir}`);
+  volume(ref: string): VolumeRecord {
+    const v = this.findVolume(ref);
+    if (!v) throw new FsError('ENOENT', `no volume "${ref}" in pool ${this.dir}${/^\d+$/.test(ref) ? ` (to name a volume by its id, write id:${ref})` : ''}`);
     return v;
   }
 

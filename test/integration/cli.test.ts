@@ -13,6 +13,15 @@ describe('command line contract', function () {
     expect(await sb.json('volume', 'create', 'two', '--size', '512M')).to.deep.equal({ id: 2, name: 'two', sizeBytes: 512 * 2 ** 20 });
   });
 
+  it('a volume is named by name or by id:N, never by a guess from digits', async () => {
+    const five = await sb.json<{ id: number }>('volume', 'create', '5', '--size', '1M');
+    const r = await sb.cli('volume', 'delete', String(five.id));
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(new RegExp(`no volume "${five.id}" .*write id:${five.id}`));
+    expect((await sb.json<{ name: string }>('volume', 'info', `id:${five.id}`)).name).to.equal('5');
+    await sb.cliOk('volume', 'delete', '5');
+  });
+
   it('unknown pool: one clear line and a non-zero exit', async () => {
     const r = await run(process.execPath, [THINVOL, '--pool', '/nonexistent/pool', 'df']);
     expect(r.code).to.not.equal(0);
