@@ -2,13 +2,13 @@ import type { BackendSet } from '../backend/backend-set';
 import { ControlSession, controlRequest } from '../control/control-client';
 import type { Request } from '../control/protocol';
 import type { Pool } from '../pool/pool';
-import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonReport, Move, Run } from '../store/records';
+import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonReport, Move } from '../store/records';
 import { Relocation, StaleBatch } from '../pool/relocation';
 import { FsError, LeaseLost } from '../util/errors';
 import { logger } from '../util/log';
 import type { ChangeLog } from '../pool/change-log';
 import { withoutBatch } from '../pool/change-log';
-import { planBatch, rebalanceStep, type BatchLimits, type PlacedExtent, type PlannedBatch } from './plan-batch';
+import { assignRuns, planBatch, rebalanceStep, type BatchLimits, type PlacedExtent, type PlannedBatch } from './plan-batch';
 
 const debug = logger('layout');
 
@@ -292,7 +292,7 @@ export class LayoutController {
   #allocate(reloc: Relocation, planned: PlannedBatch, to: number): Move[] {
     return this.pool.txn(() => {
       const runs = reloc.reserveOn(to, planned.volume, planned.bytes);
-      const moves = assign(planned.moves, runs);
+      const moves = assignRuns(planned.moves, runs);
       this.#change = this.#log.updateInTxn(this.#change.id, (c) => ({ ...c, phase: 'copy', batch: { ...c.batch!, moves, state: 'copying' } }));
       return moves;
     });
@@ -359,23 +359,4 @@ export class LayoutController {
   async #dropReservations(): Promise<void> {
     await Promise.allSettled(this.pool.registry.list().filter((d) => !d.fenced).map((d) => controlRequest(d.socket, { op: 'drop-reservations' }, this.opts.timeoutMs)));
   }
-}
-
-/** Splits the planned moves over the new runs, in order. */
-function assign(planned: Move[], runs: Run[]): Move[] {
-  const out: Move[] = [];
-  let ri = 0;
-  let used = 0;
-  for (const m of planned) {
-    let off = 0;
-    while (off < m.len) {
-      const r = runs[ri]!;
-      const len = Math.min(m.len - off, r.len - used);
-      out.push({ vstart: m.vstart + off, len, from: { backend: m.from.backend, boff: m.from.boff + off }, to: { backend: r.backend, boff: r.start + used } });
-      off += len;
-      used += len;
-      if (used === r.len) { ri++; used = 0; }
-    }
-  }
-  return out;
 }

@@ -1,4 +1,4 @@
-import { BLOCK, type BackendRecord, type Extent, type Move } from '../store/records';
+import { BLOCK, type BackendRecord, type Extent, type Move, type Run } from '../store/records';
 
 export interface BatchLimits {
   /** Most bytes moved per batch: they are copied while the range is held. */
@@ -51,4 +51,23 @@ export function rebalanceStep(backends: BackendRecord[], minMove: number): Rebal
   const free = to.capacityBytes - to.allocatedBytes - to.reservedBytes;
   const bytes = Math.floor(Math.min(excess(from), -excess(to), free) / BLOCK) * BLOCK;
   return bytes >= minMove ? { from: from.id, to: to.id, bytes } : undefined;
+}
+
+/** Splits the planned moves over the new runs, in order. */
+export function assignRuns(planned: Move[], runs: Run[]): Move[] {
+  const out: Move[] = [];
+  let ri = 0;
+  let used = 0;
+  for (const m of planned) {
+    let off = 0;
+    while (off < m.len) {
+      const r = runs[ri]!;
+      const len = Math.min(m.len - off, r.len - used);
+      out.push({ vstart: m.vstart + off, len, from: { backend: m.from.backend, boff: m.from.boff + off }, to: { backend: r.backend, boff: r.start + used } });
+      off += len;
+      used += len;
+      if (used === r.len) { ri++; used = 0; }
+    }
+  }
+  return out;
 }

@@ -2,11 +2,11 @@ import { hostname } from 'node:os';
 import { BackendSet } from '../../src/backend/backend-set';
 import { MemoryBackend } from '../../src/backend/memory-backend';
 import { checkPool } from '../../src/check/check-pool';
-import { planBatch } from '../../src/layout/plan-batch';
+import { assignRuns, planBatch } from '../../src/layout/plan-batch';
 import { Pool } from '../../src/pool/pool';
 import { StaleBatch } from '../../src/pool/relocation';
 import { MemoryStore, type Change } from '../../src/store/memory-store';
-import { BLOCK, type Holder, type Move, type Run } from '../../src/store/records';
+import { BLOCK, type Holder, type Move } from '../../src/store/records';
 import { FsError } from '../../src/util/errors';
 import { VolumeIo } from '../../src/volume/volume-io';
 import { mulberry32 } from './prng';
@@ -210,7 +210,7 @@ async function layoutMove(pool: Pool, backends: BackendSet, m: VolumeModel, int:
     await m.io.commit();
     let moves: Move[];
     try {
-      moves = pool.txn(() => assign(planned.moves, reloc.reserveOn(to, m.uid, planned.bytes)));
+      moves = pool.txn(() => assignRuns(planned.moves, reloc.reserveOn(to, m.uid, planned.bytes)));
     } catch (err) {
       if (err instanceof StaleBatch) return;
       throw err;
@@ -230,23 +230,6 @@ async function layoutMove(pool: Pool, backends: BackendSet, m: VolumeModel, int:
     unlock();
   }
   pool.txn(() => reloc.freeAll());
-}
-
-function assign(planned: Move[], runs: Run[]): Move[] {
-  const out: Move[] = [];
-  let ri = 0;
-  let used = 0;
-  for (const mv of planned) {
-    for (let off = 0; off < mv.len;) {
-      const r = runs[ri]!;
-      const len = Math.min(mv.len - off, r.len - used);
-      out.push({ vstart: mv.vstart + off, len, from: { backend: mv.from.backend, boff: mv.from.boff + off }, to: { backend: r.backend, boff: r.start + used } });
-      off += len;
-      used += len;
-      if (used === r.len) { ri++; used = 0; }
-    }
-  }
-  return out;
 }
 
 async function checkCut(
