@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FsError } from '../util/errors';
 import { randomUUID } from 'node:crypto';
@@ -97,7 +97,9 @@ export class Pool {
     }
     const uuid = randomUUID();
     for (const [i, p] of probed.entries()) await writeLabel(p.path, { poolUuid: uuid, backendId: i + 1 });
-    mkdirSync(join(abs, 'run'), { recursive: true });
+    // Private: the metadata names volumes and backends, the run directory holds control sockets.
+    mkdirSync(join(abs, 'run'), { recursive: true, mode: 0o700 });
+    chmodSync(abs, 0o700);
     return Pool.init(abs, new LmdbStore(Pool.metaFile(abs)), probed.map((p) => ({ path: p.path, kind: p.kind, dataStart: DATA_START, capacityBytes: p.capacityBytes })), uuid);
   }
 
@@ -114,7 +116,7 @@ export class Pool {
   static open(dir: string): Pool {
     const abs = resolve(dir);
     if (!existsSync(Pool.metaFile(abs))) throw new FsError('ENOENT', `no pool at ${abs} (create one with: thinvol --pool ${abs} pool create --backend FILE:SIZE)`);
-    mkdirSync(join(abs, 'run'), { recursive: true });
+    mkdirSync(join(abs, 'run'), { recursive: true, mode: 0o700 });
     return new Pool(abs, new LmdbStore(Pool.metaFile(abs)));
   }
 

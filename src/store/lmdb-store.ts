@@ -1,4 +1,4 @@
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { open, type Database, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb';
 import { logger } from '../util/log';
 import type { MetaStore, Tables } from './meta-store';
 import { OpenGate } from './open-gate';
@@ -78,7 +78,11 @@ export class LmdbStore implements MetaStore {
     this.#gate = new OpenGate(`${file}-gate`);
     try {
       const opened = this.#gate.exclusive(() => {
-        const env = open({ path: file, noSubdir: true, noSync: opts.synced === false, overlappingSync: false, maxDbs: 16, mapSize: 64 * 1024 ** 3 });
+        // permissionsMode (lmdb-js passes it to mdb_env_open; its types omit it): the metadata is private.
+        const options: RootDatabaseOptionsWithPath & { permissionsMode: number } = {
+          path: file, noSubdir: true, noSync: opts.synced === false, overlappingSync: false, maxDbs: 16, mapSize: 64 * 1024 ** 3, permissionsMode: 0o600,
+        };
+        const env = open(options);
         const db = <K extends Key, V>(name: string, keyEncoding?: 'ordered-binary' | 'binary', encoding?: 'binary'): LmdbTable<K, V> =>
           new LmdbTable<K, V>(env.openDB<V, K>({ name, ...(keyEncoding ? { keyEncoding } : {}), ...(encoding ? { encoding } : {}) }), this);
         return {

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run, Sandbox, THINVOL } from '../support/sandbox';
 
@@ -20,6 +20,12 @@ describe('command line contract', function () {
     expect(r.stderr).to.match(new RegExp(`no volume "${five.id}" .*write id:${five.id}`));
     expect((await sb.json<{ name: string }>('volume', 'info', `id:${five.id}`)).name).to.equal('5');
     await sb.cliOk('volume', 'delete', '5');
+  });
+
+  it('the pool directory and its metadata are private (0700 / 0600), whatever the umask', async () => {
+    expect(statSync(sb.pool).mode & 0o777).to.equal(0o700);
+    expect(statSync(join(sb.pool, 'run')).mode & 0o777).to.equal(0o700);
+    for (const f of readdirSync(sb.pool).filter((n) => n.startsWith('pool.lmdb'))) expect(statSync(join(sb.pool, f)).mode & 0o777, f).to.equal(0o600);
   });
 
   it('unknown pool: one clear line and a non-zero exit', async () => {

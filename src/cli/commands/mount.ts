@@ -21,7 +21,7 @@ const DAEMON_V8_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=10']
 /** Starts the daemon in the background and returns once it serves the mountpoint (or failed). */
 async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolean): Promise<number> {
   const log = join(resolve(a.pool), 'run', 'daemon.log');
-  const fd = openSync(log, 'a');
+  const fd = openSync(log, 'a', 0o600);
   const child = spawn(process.execPath, [...DAEMON_V8_FLAGS, process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground', ...(autoReclaim ? [] : ['--no-auto-reclaim'])], {
     detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: process.env,
   });
