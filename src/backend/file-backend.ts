@@ -1,6 +1,7 @@
 import { close, fdatasync, fstat, open, read, write, constants } from 'node:fs';
 import { promisify } from 'node:util';
 import { lockFile } from '../native/flock';
+import { FsError } from '../util/errors';
 import type { BackendRecord } from '../store/records';
 import type { Backend } from './backend';
 import { LABEL_BYTES, parseLabel } from './backend-label';
@@ -12,10 +13,7 @@ const fdatasyncP = promisify(fdatasync);
 const closeP = promisify(close);
 const fstatP = promisify(fstat);
 
-/** An I/O error with its errno, for the FUSE boundary and the CLI. */
-function ioError(message: string, cause?: unknown): Error & { code: string } {
-  return Object.assign(new Error(message, cause === undefined ? undefined : { cause }), { code: 'EIO' });
-}
+const ioError = (message: string): FsError => new FsError('EIO', message);
 
 /** A backend file or block device, addressed by byte offset. */
 export class FileBackend implements Backend {

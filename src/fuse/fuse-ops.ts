@@ -2,6 +2,7 @@ import type { BackendSet } from '../backend/backend-set';
 import type { Pool } from '../pool/pool';
 import { BLOCK, type Holder, type VolumeRecord } from '../store/records';
 import { constants } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoOf, FsError } from '../util/errors';
 import { logger } from '../util/log';
 import { VolumeIo } from '../volume/volume-io';
@@ -9,7 +10,6 @@ import { VolumeIo } from '../volume/volume-io';
 const debug = logger('fuse');
 
 const SERVE_RETRY_MS = 10;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const O_ACCMODE = 3;
 const S_IFDIR = 0o040000;

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Argv } from 'yargs';
 import { runMountDaemon } from '../../daemon/mount-daemon';
 import { findMount, prepareMountpoint, unmountStrict } from '../../daemon/mountpoint';
@@ -75,7 +76,7 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const daemons = await withPool({ ...a, pool: m.source }, (pool) => pool.registry.list().filter((d) => d.mountpoint === mnt));
       await unmountStrict(mnt);
       for (const d of daemons) {
-        for (let i = 0; i < 300 && holderAlive(d); i++) await new Promise((r) => setTimeout(r, 100));
+        for (let i = 0; i < 300 && holderAlive(d); i++) await sleep(100);
         if (holderAlive(d)) throw new FsError('ETIMEDOUT', `unmounted ${mnt}, but daemon pid ${d.pid} did not exit within 30 s`);
       }
       emit(a.json, { unmounted: mnt }, () => [`unmounted ${mnt}`]);

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Argv } from 'yargs';
 import { LATE_MS } from '../../control/timing';
 import type { Pool } from '../../pool/pool';
@@ -71,7 +72,7 @@ export function statusCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     while (!stop) {
       const s = snapshot(pool);
       process.stdout.write(a.json ? `${JSON.stringify(s)}\n` : `\x1b[H\x1b[2J${render(s).join('\n')}\n`);
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
     }
   }));
 }
