@@ -16,6 +16,7 @@
       'sources': [
         'native/addon.c',
         'native/flock.c',
+        'native/peercred.c',
       ],
       'defines': ['NAPI_VERSION=8'],
       'cflags_c': ['-std=gnu11', '-Wall', '-Wextra', '-Werror'],

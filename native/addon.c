@@ -41,6 +41,7 @@ bool thinvol_get_int32(napi_env env, napi_value value, const char *message, int3
 
 static napi_value init(napi_env env, napi_value exports) {
   if (thinvol_init_flock(env, exports) == NULL) return NULL;
+  if (thinvol_init_peercred(env, exports) == NULL) return NULL;
   return exports;
 }
 

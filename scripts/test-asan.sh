@@ -24,4 +24,4 @@ export THINVOL_NATIVE_BUILD=native/asan/build/Release
 export LD_PRELOAD="$libasan"
 export ASAN_OPTIONS=detect_leaks=0
 exec node node_modules/mocha/bin/mocha.js --no-config --timeout 60000 \
-  dist/test/unit/native-asan-active.js dist/test/unit/native-flock.test.js "$@"
+  dist/test/unit/native-asan-active.js dist/test/unit/native-flock.test.js dist/test/unit/native-peercred.test.js "$@"

@@ -1,5 +1,6 @@
-import { createServer, type Server } from 'node:net';
-import { rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { chmodSync, rmSync } from 'node:fs';
+import { peerCredentials } from '../native/peercred';
 import { join } from 'node:path';
 import { logger } from '../util/log';
 import { answerLine, LineReader, MAX_REQUEST_LINE, parseRequest, type Request } from './protocol';
@@ -15,14 +16,34 @@ export function controlSocketPath(runDir: string, pid: number): string {
   return join(runDir, `daemon-${pid}.sock`);
 }
 
+/** The uid of the process at the other end, or undefined if the kernel cannot say. */
+function peerUid(sock: Socket): number | undefined {
+  // net.Socket keeps its descriptor on the internal handle; a Unix socket always has one.
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) return undefined;
+  try {
+    return peerCredentials(fd).uid;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * A daemon's control socket: request lines in, one answer line out for each, in order. A
  * connection lives as long as its client wants (a controller keeps one per change); one that
- * sends a line longer than the protocol allows is dropped.
+ * sends a line longer than the protocol allows is dropped. Only root and `ownerUid` (the
+ * pool's owner) are served, whatever the socket file's mode; the file is made 0600 whatever
+ * the umask.
  */
-export function startControlServer(path: string, handle: ControlHandler): Promise<Server> {
+export function startControlServer(path: string, handle: ControlHandler, ownerUid: number): Promise<Server> {
   rmSync(path, { force: true });
   const server = createServer((sock) => {
+    const uid = peerUid(sock);
+    if (uid !== 0 && uid !== ownerUid) {
+      debug('refusing a control client of uid %s', uid ?? 'unknown');
+      sock.destroy();
+      return;
+    }
     const reader = new LineReader(MAX_REQUEST_LINE);
     let chain = Promise.resolve();
     const closers: (() => void)[] = [];
@@ -55,7 +76,15 @@ export function startControlServer(path: string, handle: ControlHandler): Promis
     sock.on('error', () => sock.destroy());
   });
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => resolve(server));
+    const umask = process.umask(0o177);
+    server.once('error', (err) => {
+      process.umask(umask);
+      reject(err);
+    });
+    server.listen(path, () => {
+      process.umask(umask);
+      chmodSync(path, 0o600);
+      resolve(server);
+    });
   });
 }

@@ -58,7 +58,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   const control = await startControlServer(sockPath, async (req, conn) => {
     if (req.op === 'reclaim') return reclaim.reclaim(req.volume, req.dryRun);
     return holds.handle(req, conn);
-  });
+  }, (await fs.stat(pool.dir)).uid);
   try {
     await mountFuse(fuse);
   } catch (err) {

@@ -4,6 +4,8 @@ import * as path from 'node:path';
 export interface NativeAddon {
   /** flock(2), retried on EINTR: 0, or the positive errno. Throws TypeError unless both are int32. */
   readonly flock: (fd: number, op: number) => number;
+  /** getsockopt(SO_PEERCRED): [errno, pid, uid, gid], errno 0 on success. */
+  readonly peerCredentials: (fd: number) => [number, number, number, number];
   readonly LOCK_SH: number;
   readonly LOCK_EX: number;
   readonly LOCK_UN: number;
@@ -49,6 +51,6 @@ function load(file: string): NativeAddon {
 function isNativeAddon(x: unknown): x is NativeAddon {
   if (typeof x !== 'object' || x === null) return false;
   const m = x as Record<string, unknown>;
-  return typeof m.flock === 'function' &&
+  return typeof m.flock === 'function' && typeof m.peerCredentials === 'function' &&
     ['LOCK_SH', 'LOCK_EX', 'LOCK_UN', 'LOCK_NB'].every((k) => typeof m[k] === 'number');
 }

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { ControlSession } from '../../src/control/control-client';
 import { startControlServer } from '../../src/control/control-server';
 import { answerLine, LineReader, MAX_REQUEST_LINE, parseAnswer, parseRequest } from '../../src/control/protocol';
 import { FsError } from '../../src/util/errors';
+import { run } from '../support/sandbox';
 
 describe('control protocol', () => {
   it('validates requests once, on receipt, and says what is wrong', () => {
@@ -38,7 +39,7 @@ describe('control protocol', () => {
   it('a server drops a client that sends an endless line at once, and keeps answering others', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'thinvol-control-'));
     const path = join(dir, 's.sock');
-    const server = await startControlServer(path, async (req) => ({ echo: req.op }));
+    const server = await startControlServer(path, async (req) => ({ echo: req.op }), process.getuid?.() ?? 0);
     try {
       const hostile = connect(path);
       const closed = new Promise<number>((resolve) => {
@@ -57,6 +58,32 @@ describe('control protocol', () => {
       expect(MAX_REQUEST_LINE).to.be.at.most(64 * 1024);
     } finally {
       server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('control socket access', () => {
+  it('is 0600 whatever the umask, and serves only root and the pool owner even when the file is opened up', async function () {
+    if (process.getuid?.() !== 0) this.skip();
+    const dir = mkdtempSync(join(tmpdir(), 'thinvol-control-'));
+    chmodSync(dir, 0o755);
+    const path = join(dir, 's.sock');
+    const old = process.umask(0);
+    let server: Awaited<ReturnType<typeof startControlServer>> | undefined;
+    try {
+      server = await startControlServer(path, async () => ({ ok: true }), 0);
+      expect(statSync(path).mode & 0o777).to.equal(0o600);
+      chmodSync(path, 0o666);
+      const script = `const s=require('net').connect(${JSON.stringify(path)});s.on('connect',()=>s.write('{"op":"drop-reservations"}\\n'));s.on('data',d=>{process.stdout.write('answered '+d);process.exit(0)});s.on('close',()=>{process.stdout.write('dropped');process.exit(0)});s.on('error',e=>{process.stdout.write('error '+e.code);process.exit(0)})`;
+      const r = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script]);
+      expect(r.stdout, 'a stranger gets no answer: the connection is dropped').to.match(/^(dropped|error EPIPE|error ECONNRESET)$/);
+      const s = new ControlSession(path);
+      expect(await s.request({ op: 'drop-reservations' }, 2000)).to.deep.equal({ ok: true });
+      s.close();
+    } finally {
+      process.umask(old);
+      server?.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
