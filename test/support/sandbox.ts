@@ -1,5 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -90,7 +91,12 @@ export class Sandbox {
       // A mount left by a killed daemon answers ENOTCONN; thinvol mount clears it.
       if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
     }
-    const { pid } = await this.json<{ pid: number }>('mount', mnt);
+    const r = await this.cli('mount', mnt, '--json');
+    if (r.code !== 0) {
+      const log = await readFile(join(this.pool, 'run', 'daemon.log'), 'utf8').catch(() => '');
+      throw new Error(`thinvol mount ${mnt} exited ${r.code}: ${r.stderr.trim()}\ndaemon.log ends:\n${log.split('\n').slice(-15).join('\n')}`);
+    }
+    const { pid } = JSON.parse(r.stdout) as { pid: number };
     this.#daemons.push({ pid, mnt });
     return pid;
   }
