@@ -33,7 +33,7 @@ export function dfCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const u = poolUsage(pool);
       const pct = (n: number, d: number): string => (d === 0 ? '-' : `${((100 * n) / d).toFixed(1)}%`);
       emit(a.json, u, () => [
-        `pool ${pool.dir}: capacity ${formatSize(u.capacityBytes)}, allocated ${formatSize(u.allocatedBytes)} (${pct(u.allocatedBytes, u.capacityBytes)}), free ${formatSize(u.freeBytes)}${u.freeingBytes > 0 ? ` (+${formatSize(u.freeingBytes)} being freed)` : ''}, provisioned ${formatSize(u.provisionedBytes)} (${pct(u.provisionedBytes, u.capacityBytes)} of capacity), reclaimed so far ${formatSize(u.reclaimedBytes)}`,
+        `pool ${pool.dir}: capacity ${formatSize(u.capacityBytes)}, allocated ${formatSize(u.allocatedBytes)} (${pct(u.allocatedBytes, u.capacityBytes)}), free ${formatSize(u.freeBytes)}${u.freeingBytes > 0 ? ` (+${formatSize(u.freeingBytes)} being freed)` : ''}${u.reservedBytes > 0 ? `, reserved by open volumes ${formatSize(u.reservedBytes)}` : ''}, provisioned ${formatSize(u.provisionedBytes)} (${pct(u.provisionedBytes, u.capacityBytes)} of capacity), reclaimed so far ${formatSize(u.reclaimedBytes)}`,
         '',
         ...table([['BACKEND', 'PATH', 'CAPACITY', 'ALLOCATED', 'FREE'], ...u.backends.map((b) => [String(b.id), b.path, formatSize(b.capacityBytes), formatSize(b.allocatedBytes), formatSize(b.freeBytes)])]),
         '',
