@@ -59,6 +59,12 @@ export class PendingChanges {
     return this.#frozen.length === 0 && isEmpty(this.#open);
   }
 
+  /** Map or size changes wait (an mtime alone can wait for the next commit or the close). */
+  get mapChanged(): boolean {
+    const l = this.#open;
+    return this.#frozen.length > 0 || l.inserts.length > 0 || l.removes.length > 0 || l.released.length > 0 || l.sizeBytes !== undefined || l.reclaimedBytes > 0;
+  }
+
   /** Mapped bytes discarded and not committed yet: the next commit gives them back. */
   get freeingBytes(): number {
     return [...this.#frozen, this.#open].reduce((n, l) => n + l.freeingBytes, 0);

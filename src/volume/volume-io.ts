@@ -73,9 +73,12 @@ export class VolumeIo {
     return this.#pending.freeingBytes;
   }
 
-  /** True when changes wait for a commit. */
+  /**
+   * True when map changes wait for a commit: what the periodic commit is for. Overwrites of
+   * mapped blocks change only the mtime; they need no commit (and no flush) until fsync.
+   */
   get dirty(): boolean {
-    return !this.#pending.empty;
+    return this.#pending.mapChanged;
   }
 
   /** Mapped extents of [start, end), clipped, in order, including what is not committed yet. */
