@@ -75,7 +75,7 @@ describe('backends: one file, one pool, whole', () => {
     const b1 = join(sb.dir, 'b1');
     const saved = await fs.readFile(b1);
     await fs.writeFile(b1, Buffer.alloc(saved.length));
-    const m = await run(process.execPath, [THINVOL, '--pool', sb.pool, 'mount', sb.mnt]);
+    const m = await run(THINVOL, ['--pool', sb.pool, 'mount', sb.mnt]);
     expect(m.code).to.not.equal(0);
     expect(m.stderr).to.match(/not this pool's backend 1: it carries no thinvol backend label/);
     await fs.writeFile(b1, saved);

@@ -29,7 +29,7 @@ describe('command line contract', function () {
   });
 
   it('unknown pool: one clear line and a non-zero exit', async () => {
-    const r = await run(process.execPath, [THINVOL, '--pool', '/nonexistent/pool', 'df']);
+    const r = await run(THINVOL, ['--pool', '/nonexistent/pool', 'df']);
     expect(r.code).to.not.equal(0);
     expect(r.stderr.trim()).to.match(/^thinvol: no pool at \/nonexistent\/pool/);
   });

@@ -49,7 +49,7 @@ export class Sandbox {
   }
 
   cli(...args: string[]): Promise<RunResult> {
-    return run(process.execPath, [THINVOL, '--pool', this.pool, ...args]);
+    return run(THINVOL, ['--pool', this.pool, ...args]);
   }
 
   async cliOk(...args: string[]): Promise<string> {
@@ -64,7 +64,7 @@ export class Sandbox {
 
   /** Starts a thinvol command in the background; `exited` resolves with its result. */
   spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): { pid: number; stderrText(): string; exited: Promise<RunResult> } {
-    const child = spawn(process.execPath, [THINVOL, '--pool', this.pool, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(THINVOL, ['--pool', this.pool, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));

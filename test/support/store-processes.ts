@@ -20,7 +20,7 @@ export interface StoreRunResult {
 interface Child { out: string; err: string; code: number | null; signal: string | null; done: Promise<void>; pid: number; kill(): void }
 
 function start(args: string[], timeoutMs: number, synced: boolean): Child {
-  const p = spawn(process.execPath, [WORKER, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, THINVOL_STORE_SYNCED: synced ? '1' : '0' } });
+  const p = spawn(process.execPath, ['--no-concurrent-recompilation', WORKER, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, THINVOL_STORE_SYNCED: synced ? '1' : '0' } });
   const c: Child = {
     out: '', err: '', code: null, signal: null, pid: p.pid ?? 0,
     kill: () => { try { p.kill('SIGKILL'); } catch { /* gone */ } },

@@ -12,12 +12,20 @@ import { withPool, type GlobalArgs } from '../context';
 import { emit } from '../output';
 
 /**
+ * Node 20 can deadlock at exit when a background TurboFan job waits for a garbage collection the
+ * exiting main thread never runs (nodejs/node#54918; seen here as a CLI process that finished
+ * its work and never exited). Optimizing on the main thread removes the background job; bin/thinvol
+ * passes the same flag.
+ */
+const NO_BACKGROUND_OPTIMIZER = ['--no-concurrent-recompilation'];
+
+/**
  * The daemon's garbage is request-shaped: buffers and closures that live for one callback,
  * and the Buffers' native memory is only freed when a scavenge finds them dead. A 1 MiB
  * young generation and slow old-generation growth halve its anonymous memory under
  * scattered writes (docs/benchmarks.md); the live heap is ~10 MiB, so the extra GCs are cheap.
  */
-const DAEMON_V8_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=10'];
+const DAEMON_V8_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=10', ...NO_BACKGROUND_OPTIMIZER];
 
 /** Starts the daemon in the background and returns once it serves the mountpoint (or failed). */
 async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolean): Promise<number> {
