@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import { resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { FsError } from '../util/errors';
 
@@ -36,7 +37,10 @@ export async function prepareMountpoint(mountpoint: string): Promise<string> {
   if (abs.includes(',')) throw new FsError('EINVAL', `mountpoint ${abs}: commas are not allowed in the path`);
   const existing = await findMount(abs);
   if (existing) {
-    const stale = await fs.stat(abs).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN');
+    // A name nobody uses is looked up by the server: a stat of the mountpoint itself may be
+    // answered from the kernel's attribute cache even when the server is gone.
+    const probe = join(abs, `.thinvol-probe-${randomBytes(8).toString('hex')}`);
+    const stale = await fs.stat(probe).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN');
     if (!stale) throw new FsError('EBUSY', `mountpoint ${abs} is busy: ${existing.fstype} from ${existing.source} is mounted there`);
     await execFileP('fusermount', ['-uz', abs]).catch(() => execFileP('umount', ['-l', abs]));
   }
