@@ -29,6 +29,7 @@
         'native/addon.c',
         'native/helpers.c',
         'native/flock.c',
+        'native/prctl.c',
       ],
     },
   ],

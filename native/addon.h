@@ -34,5 +34,6 @@ bool thinvol_get_int32(napi_env env, napi_value value, const char *message, int3
 /* Parts of the addon. Each adds its exports to `exports` and returns it, or returns NULL with an
  * exception pending. */
 napi_value thinvol_init_flock(napi_env env, napi_value exports);
+napi_value thinvol_init_prctl(napi_env env, napi_value exports);
 
 #endif

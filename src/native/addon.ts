@@ -8,6 +8,10 @@ export interface NativeAddon {
   readonly LOCK_EX: number;
   readonly LOCK_UN: number;
   readonly LOCK_NB: number;
+  /** prctl(PR_SET_IO_FLUSHER, 1) for the calling thread: 0, or the positive errno. */
+  readonly setIoFlusher: () => number;
+  /** prctl(PR_GET_IO_FLUSHER): 1 or 0, or the negative errno. */
+  readonly ioFlusher: () => number;
 }
 
 /** This file compiles to dist/src/native/addon.js, three levels below the repo root. */
@@ -49,6 +53,6 @@ function load(file: string): NativeAddon {
 function isNativeAddon(x: unknown): x is NativeAddon {
   if (typeof x !== 'object' || x === null) return false;
   const m = x as Record<string, unknown>;
-  return typeof m.flock === 'function' &&
+  return typeof m.flock === 'function' && typeof m.setIoFlusher === 'function' && typeof m.ioFlusher === 'function' &&
     ['LOCK_SH', 'LOCK_EX', 'LOCK_UN', 'LOCK_NB'].every((k) => typeof m[k] === 'number');
 }
