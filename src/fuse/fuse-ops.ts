@@ -19,6 +19,10 @@ const FALLOC_FL_KEEP_SIZE = 0x01;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
 const FALLOC_FL_ZERO_RANGE = 0x10;
 const ZEROS = Buffer.alloc(BLOCK);
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+/** SEEK_DATA/SEEK_HOLE look at the map this much at a time, so that a far answer costs no huge list. */
+const SEEK_WINDOW = 2 ** 30;
 
 const floorB = (n: number): number => Math.floor(n / BLOCK) * BLOCK;
 const ceilB = (n: number): number => Math.ceil(n / BLOCK) * BLOCK;
@@ -260,7 +264,32 @@ export class FuseOps {
         if (!h.writable) throw new FsError('EBADF', `handle ${fd} is read-only`);
         return this.#fallocate(h.io, mode, offset, length);
       }),
+      // Only the libfuse3 binding calls this, and the kernel sends only SEEK_DATA and SEEK_HOLE.
+      lseek: (_path: string, fd: number, offset: number, whence: number, cb: Cb<number>) => run('lseek', cb, () => this.#seek(this.#handle(fd).io, offset, whence)),
     };
+  }
+
+  /**
+   * SEEK_DATA / SEEK_HOLE from the volume's map, uncommitted writes and discards included: data
+   * is what is mapped, in whole 4 KiB blocks; the end of the volume counts as a hole.
+   */
+  #seek(io: VolumeIo, offset: number, whence: number): number {
+    if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new FsError('EINVAL', `lseek: whence ${whence}`);
+    if (!(offset >= 0)) throw new FsError('EINVAL', `lseek: offset ${offset}`);
+    const size = io.size();
+    if (offset >= size) throw new FsError('ENXIO', `lseek: offset ${offset} is at or past the end (${size})`);
+    let pos = offset;
+    for (let w = offset; w < size; w += SEEK_WINDOW) {
+      const we = Math.min(size, w + SEEK_WINDOW);
+      for (const e of io.mapped(w, we)) {
+        if (whence === SEEK_DATA) return Math.max(e.vstart, offset);
+        if (e.vstart > pos) return pos;
+        pos = Math.max(pos, e.vstart + e.len);
+      }
+      if (whence === SEEK_HOLE && pos < we) return pos;
+    }
+    if (whence === SEEK_DATA) throw new FsError('ENXIO', `lseek: no data at or after ${offset}`);
+    return size;
   }
 
   /**

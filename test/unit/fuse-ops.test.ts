@@ -5,12 +5,15 @@ import { FuseOps } from '../../src/fuse/fuse-ops';
 import { holderId } from '../../src/pool/holder';
 import { BLOCK } from '../../src/store/records';
 import { MemoryPool } from '../support/memory-pool';
+import { mulberry32 } from '../support/prng';
 
 const MiB = 2 ** 20;
 const E = constants.errno;
 const KEEP_SIZE = 0x01;
 const PUNCH_HOLE = 0x02;
 const ZERO_RANGE = 0x10;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
 const O_RDWR = 2;
 
 type Fn = (...args: unknown[]) => void;
@@ -60,7 +63,7 @@ class Harness {
   }
 }
 
-describe('FuseOps fallocate (memory backends)', () => {
+describe('FuseOps fallocate and lseek (memory backends)', () => {
   it('PUNCH_HOLE|KEEP_SIZE unmaps whole blocks, zeros the partial ones in place, and keeps the size', async () => {
     const t = new Harness();
     const fd = await t.open('v', 16 * MiB);
@@ -119,5 +122,71 @@ describe('FuseOps fallocate (memory backends)', () => {
     const [, ro] = await t.call<number>('open', '/v', 0);
     expect((await t.call('fallocate', '/v', ro, PUNCH_HOLE | KEEP_SIZE, 0, BLOCK))[0]).to.equal(-E.EBADF);
     expect((await t.call('fallocate', '/v', 999, PUNCH_HOLE | KEEP_SIZE, 0, BLOCK))[0]).to.equal(-E.EBADF);
+  });
+
+  it('SEEK_DATA and SEEK_HOLE follow the map, uncommitted writes and discards included', async () => {
+    const t = new Harness();
+    const size = 64 * MiB + 1000;
+    const fd = await t.open('v', size);
+    const seek = async (off: number, whence: number): Promise<number> => {
+      const [err, pos] = await t.call<number>('lseek', '/v', fd, off, whence);
+      return err !== 0 ? err : pos;
+    };
+    expect(await seek(0, SEEK_DATA)).to.equal(-E.ENXIO);
+    expect(await seek(0, SEEK_HOLE)).to.equal(0);
+    expect(await seek(size, SEEK_HOLE)).to.equal(-E.ENXIO);
+    await t.write(fd, Buffer.alloc(3 * BLOCK, 1), MiB);
+    await t.write(fd, Buffer.alloc(BLOCK, 1), 2 * MiB);
+    await t.write(fd, Buffer.alloc(100, 1), size - 100);
+    expect(await seek(0, SEEK_DATA)).to.equal(MiB);
+    expect(await seek(MiB + 5, SEEK_DATA)).to.equal(MiB + 5);
+    expect(await seek(MiB, SEEK_HOLE)).to.equal(MiB + 3 * BLOCK);
+    expect(await seek(MiB + 3 * BLOCK, SEEK_DATA)).to.equal(2 * MiB);
+    expect(await seek(2 * MiB + BLOCK, SEEK_DATA)).to.equal(size - 100 - ((size - 100) % BLOCK));
+    // Data up to the end: the end is the hole.
+    expect(await seek(size - 50, SEEK_HOLE)).to.equal(size);
+    await t.call('fallocate', '/v', fd, PUNCH_HOLE | KEEP_SIZE, MiB + BLOCK, BLOCK);
+    expect(await seek(MiB, SEEK_HOLE)).to.equal(MiB + BLOCK);
+    expect(await seek(MiB + BLOCK, SEEK_DATA)).to.equal(MiB + 2 * BLOCK);
+    expect((await t.call('lseek', '/v', fd, 0, 0 /* SEEK_SET */))[0]).to.equal(-E.EINVAL);
+  });
+
+  it('random writes and punches: SEEK_DATA/SEEK_HOLE walk exactly the mapped blocks (seeded)', async () => {
+    const seed = Number(process.env.THINVOL_SEED ?? Date.now() % 1e9);
+    console.log(`      seed ${seed} (THINVOL_SEED=${seed} replays it)`);
+    const rnd = mulberry32(seed);
+    const t = new Harness();
+    const blocks = 4096;
+    const fd = await t.open('v', blocks * BLOCK);
+    const want = new Array<boolean>(blocks).fill(false);
+    for (let i = 0; i < 200; i++) {
+      const b = Math.floor(rnd() * blocks);
+      const n = 1 + Math.floor(rnd() * 8);
+      const e = Math.min(blocks, b + n);
+      if (rnd() < 0.7) {
+        await t.write(fd, Buffer.alloc((e - b) * BLOCK, 5), b * BLOCK);
+        want.fill(true, b, e);
+      } else {
+        expect((await t.call('fallocate', '/v', fd, PUNCH_HOLE | KEEP_SIZE, b * BLOCK, (e - b) * BLOCK))[0]).to.equal(0);
+        want.fill(false, b, e);
+      }
+      if (rnd() < 0.1) await t.fuse.ioOf(t.mp.pool.volume('v').id)!.commit();
+    }
+    // Walk the file as `qemu-img map` would and rebuild the mapped set.
+    const got = new Array<boolean>(blocks).fill(false);
+    let pos = 0;
+    for (;;) {
+      const [de, data] = await t.call<number>('lseek', '/v', fd, pos, SEEK_DATA);
+      if (de === -E.ENXIO) break;
+      expect(de, `seed ${seed}`).to.equal(0);
+      const [, hole] = await t.call<number>('lseek', '/v', fd, data, SEEK_HOLE);
+      expect(hole, `seed ${seed}`).to.be.greaterThan(data);
+      got.fill(true, data / BLOCK, hole / BLOCK);
+      if (hole >= blocks * BLOCK) break;
+      pos = hole;
+    }
+    expect(got, `seed ${seed}`).to.deep.equal(want);
+    await t.call('release', '/v', fd);
+    expect(checkPool(t.mp.pool).clean, `seed ${seed}`).to.equal(true);
   });
 });
