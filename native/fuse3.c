@@ -121,10 +121,9 @@ struct session {
   napi_ref self; /* strong reference to the JavaScript object until destroy() */
   pthread_t loop_thread;
 
-  /* Guards `closing` and `loop_ended` between the JavaScript thread and libfuse's threads. */
+  /* Guards `closing` between the JavaScript thread and libfuse's threads. */
   pthread_mutex_t lock;
-  bool closing;    /* the environment is being torn down: nobody may call the tsfn any more */
-  bool loop_ended; /* set by the loop thread just before it posts OP_ENDED */
+  bool closing; /* the environment is being torn down: nobody may call the tsfn any more */
 
   /* JavaScript thread only. */
   bool ended_delivered; /* call_js handed OP_ENDED to JavaScript: nothing more can arrive */
@@ -394,9 +393,6 @@ static void *loop_main(void *arg) {
 
   /* Every worker has been joined: nothing else posts after this. */
   struct request *r = calloc(1, sizeof *r);
-  pthread_mutex_lock(&s->lock);
-  s->loop_ended = true;
-  pthread_mutex_unlock(&s->lock);
   if (r == NULL) {
     fprintf(stderr, "thinvol: fuse3: out of memory at the end of the session loop\n");
     return NULL;
