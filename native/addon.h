@@ -1,6 +1,8 @@
 /*
- * thinvol's native addon: what its source files share. Each part (flock.c, later the libfuse
- * binding) has an init function that addon.c calls to add its exports.
+ * thinvol's native addon: what its source files share. It builds two modules: thinvol_native
+ * (addon.c: flock.c, prctl.c) and thinvol_fuse3 (fuse3.c, the libfuse3 binding, a module of its
+ * own so that a host without libfuse3 still loads the first). Each part has an init function
+ * that its module's init calls to add its exports; helpers.c holds what both use.
  *
  * Rules for this directory: C only what TypeScript cannot do (system calls, libraries), no
  * policy; report errno as a number and let TypeScript make the Error; throw only for misuse
@@ -35,5 +37,6 @@ bool thinvol_get_int32(napi_env env, napi_value value, const char *message, int3
  * exception pending. */
 napi_value thinvol_init_flock(napi_env env, napi_value exports);
 napi_value thinvol_init_peercred(napi_env env, napi_value exports);
+napi_value thinvol_init_prctl(napi_env env, napi_value exports);
 
 #endif

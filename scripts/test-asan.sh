@@ -1,5 +1,7 @@
 #!/bin/bash
-# Runs the native addon's unit tests against its AddressSanitizer build.
+# Runs the native addon's unit tests against its AddressSanitizer build: flock, and the libfuse3
+# binding on real mounts (mount, I/O, requests in flight, unmount, abort with a request pending,
+# kill -9 of a serving child, remount).
 #
 # Node is not built with ASan, so the ASan runtime is preloaded into node (it must come first in
 # the library list) and leak detection is off (V8 does not free everything at exit). The loader
@@ -23,5 +25,6 @@ npm run --silent build:native:asan >&2
 export THINVOL_NATIVE_BUILD=native/asan/build/Release
 export LD_PRELOAD="$libasan"
 export ASAN_OPTIONS=detect_leaks=0
-exec node node_modules/mocha/bin/mocha.js --no-config --timeout 60000 \
-  dist/test/unit/native-asan-active.js dist/test/unit/native-flock.test.js dist/test/unit/native-peercred.test.js "$@"
+exec node node_modules/mocha/bin/mocha.js --no-config --timeout 120000 \
+  dist/test/unit/native-asan-active.js dist/test/unit/native-flock.test.js dist/test/unit/native-peercred.test.js \
+  dist/test/unit/lowlevel-adapter.test.js dist/test/unit/native-fuse3.test.js "$@"

@@ -1,6 +1,7 @@
-import Fuse from 'fuse-native';
 import { promises as fs } from 'node:fs';
 import { FuseOps } from '../fuse/fuse-ops';
+import { chooseBinding, serve, type FuseBinding, type FuseServer } from '../fuse/fuse-server';
+import { setIoFlusher } from '../native/io-flusher';
 import { holderId, selfHolder } from '../pool/holder';
 import type { Pool } from '../pool/pool';
 import { controlSocketPath, startControlServer } from '../control/control-server';
@@ -17,22 +18,28 @@ const COMMIT_INTERVAL_MS = 1000;
 const WATCH_INTERVAL_MS = 1000;
 const RECLAIM_INTERVAL_MS = 2000;
 
-export interface DaemonOptions { autoReclaim: boolean }
-
-function mountFuse(fuse: Fuse): Promise<void> {
-  // fuse-native turns on libfuse's own debug output whenever DEBUG contains '*'.
-  const saved = process.env.DEBUG;
-  delete process.env.DEBUG;
-  return new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
-    .finally(() => { if (saved !== undefined) process.env.DEBUG = saved; });
+export interface DaemonOptions {
+  autoReclaim: boolean;
+  /** The FUSE binding asked for; libfuse3 falls back to libfuse2 (with a warning) if unusable. */
+  fuse: FuseBinding;
 }
+
+/** What the daemon tells whoever started it once it serves. */
+export interface DaemonReady { binding: FuseBinding; warning?: string }
+
+/** Answers the handlers still owe once the kernel side is gone are waited for this long. */
+const SHUTDOWN_GRACE_MS = 10_000;
 
 /**
  * Serves a pool at a mountpoint until it is unmounted (thinvol umount, umount, fusermount -u)
  * or the process gets SIGTERM/SIGINT while nothing uses the mount.
  */
-export async function runMountDaemon(pool: Pool, mountpoint: string, options: DaemonOptions, onReady: () => void): Promise<void> {
+export async function runMountDaemon(pool: Pool, mountpoint: string, options: DaemonOptions, onReady: (r: DaemonReady) => void): Promise<void> {
   const mnt = await prepareMountpoint(mountpoint);
+  const { binding, warning } = chooseBinding(options.fuse);
+  if (warning) console.error(`thinvol: warning: ${warning}`);
+  const flusher = setIoFlusher();
+  if (!flusher.ok) console.error(`thinvol: PR_SET_IO_FLUSHER refused (${flusher.code}; it needs CAP_SYS_RESOURCE): memory reclaim may wait on this daemon's own writeback`);
   const holder = selfHolder();
   const daemonId = holderId(holder);
   pool.recoverStaleReservations();
@@ -44,30 +51,22 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   // Write histories are kept whether or not reclaim runs by itself: `thinvol reclaim` needs them.
   ops.watcher = reclaim;
   const holds = new HoldService(pool, daemonId, (v) => ops.ioOf(v), () => [...ops.openVolumes].map((ov) => ov.io));
-  const fuse = new Fuse(mnt, ops.ops(), {
-    fsname: `${pool.dir},big_writes,max_write=131072,max_background=64,congestion_threshold=48`,
-    subtype: 'thinvol',
-    allowOther: true,
-    defaultPermissions: true,
-    // Block storage hangs rather than fails when a backend is slow, like a hard NFS mount:
-    // an ETIMEDOUT reaching a guest filesystem would make it abort its journal.
-    timeout: false,
-  });
   const sockPath = controlSocketPath(pool.runDir, process.pid);
-  pool.registry.register(holder, mnt, sockPath);
+  pool.registry.register(holder, mnt, sockPath, binding);
   const control = await startControlServer(sockPath, async (req, conn) => {
     if (req.op === 'reclaim') return reclaim.reclaim(req.volume, req.dryRun);
     return holds.handle(req, conn);
   }, (await fs.stat(pool.dir)).uid);
+  let server: FuseServer;
   try {
-    await mountFuse(fuse);
+    server = await serve(binding, mnt, ops.ops(), { fsname: pool.dir });
   } catch (err) {
     control.close();
     pool.registry.unregister(daemonId);
     await fs.rm(sockPath, { force: true });
     throw err;
   }
-  debug('serving %s at %s (pid %d), auto reclaim %s', pool.dir, mnt, process.pid, options.autoReclaim ? 'on' : 'off');
+  console.log(`thinvol: serving ${pool.dir} at ${mnt} (pid ${process.pid}) with ${server.describe()}, auto reclaim ${options.autoReclaim ? 'on' : 'off'}`);
 
   let stopping = false;
   const done = new Promise<void>((resolve) => {
@@ -92,7 +91,11 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
         console.error(`thinvol: heartbeat failed: ${String(err)}`);
       }
     }, HEARTBEAT_MS);
+    // libfuse3 tells when the kernel side is gone (a lazily detached mount keeps serving its
+    // users until then); fuse-native does not, so for it the mount table is watched.
+    server.ended.then(() => finish(), () => undefined);
     const watchTimer = setInterval(() => {
+      if (server.binding !== 'libfuse2') return;
       findMount(mnt).then((m) => { if (!m || m.fstype !== 'fuse.thinvol') finish(); }, () => undefined);
     }, WATCH_INTERVAL_MS);
     const finish = (): void => {
@@ -106,14 +109,17 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
     };
     const onSignal = (sig: string): void => {
       debug('%s: unmounting %s', sig, mnt);
-      unmountStrict(mnt).then(finish, (err: unknown) => console.error(`thinvol: ${sig} ignored: ${(err as Error).message}`));
+      // libfuse3: the session's end (which follows the unmount) finishes.
+      unmountStrict(mnt).then(() => { if (server.binding === 'libfuse2') finish(); }, (err: unknown) => console.error(`thinvol: ${sig} ignored: ${(err as Error).message}`));
     };
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     process.on('SIGINT', () => onSignal('SIGINT'));
   });
-  onReady();
+  onReady({ binding, ...(warning ? { warning } : {}) });
   await done;
   debug('unmounted; shutting down');
+  // No request can arrive now; let the handlers finish theirs before the volumes close.
+  await server.close(SHUTDOWN_GRACE_MS);
   holds.releaseAll();
   for (const ov of [...ops.openVolumes]) await ov.io.close();
   await backends.flushAll();

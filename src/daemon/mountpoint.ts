@@ -7,7 +7,8 @@ import { FsError } from '../util/errors';
 
 const execFileP = promisify(execFile);
 
-export interface MountEntry { mountpoint: string; fstype: string; source: string }
+/** A line of /proc/self/mountinfo; `dev` is the file system's st_dev as "major:minor". */
+export interface MountEntry { mountpoint: string; fstype: string; source: string; dev: string }
 
 function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
@@ -19,7 +20,7 @@ export async function mounts(): Promise<MountEntry[]> {
     const [pre, post = ''] = line.split(' - ');
     const f = (pre ?? '').split(' ');
     const g = post.split(' ');
-    return { mountpoint: unescapeMount(f[4] ?? ''), fstype: g[0] ?? '', source: unescapeMount(g[1] ?? '') };
+    return { mountpoint: unescapeMount(f[4] ?? ''), fstype: g[0] ?? '', source: unescapeMount(g[1] ?? ''), dev: f[2] ?? '' };
   });
 }
 

@@ -14,6 +14,18 @@ const SERVE_RETRY_MS = 10;
 const O_ACCMODE = 3;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
+/** fallocate(2) modes (linux/falloc.h). */
+const FALLOC_FL_KEEP_SIZE = 0x01;
+const FALLOC_FL_PUNCH_HOLE = 0x02;
+const FALLOC_FL_ZERO_RANGE = 0x10;
+const ZEROS = Buffer.alloc(BLOCK);
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+/** SEEK_DATA/SEEK_HOLE look at the map this much at a time, so that a far answer costs no huge list. */
+const SEEK_WINDOW = 2 ** 30;
+
+const floorB = (n: number): number => Math.floor(n / BLOCK) * BLOCK;
+const ceilB = (n: number): number => Math.ceil(n / BLOCK) * BLOCK;
 
 type Cb<T = void> = T extends void ? (err: number) => void : (err: number, value?: T) => void;
 
@@ -239,7 +251,81 @@ export class FuseOps {
       utimens: (path: string, _atime: number, mtime: number, cb: Cb) => run('utimens', cb, () => {
         this.pool.updateVolume(this.#volume(path).id, { mtimeMs: mtime > 1e15 ? Math.floor(mtime / 1e6) : mtime });
       }),
+      // Only the libfuse3 binding calls this (fuse-native has no fallocate).
+      fallocate: (_path: string, fd: number, mode: number, offset: number, length: number, cb: Cb) => run('fallocate', cb, () => {
+        const h = this.#handle(fd);
+        if (!h.writable) throw new FsError('EBADF', `handle ${fd} is read-only`);
+        return this.#fallocate(h.io, mode, offset, length);
+      }),
+      // Only the libfuse3 binding calls this, and the kernel sends only SEEK_DATA and SEEK_HOLE.
+      lseek: (_path: string, fd: number, offset: number, whence: number, cb: Cb<number>) => run('lseek', cb, () => this.#seek(this.#handle(fd).io, offset, whence)),
     };
+  }
+
+  /**
+   * SEEK_DATA / SEEK_HOLE from the volume's map, uncommitted writes and discards included: data
+   * is what is mapped, in whole 4 KiB blocks; the end of the volume counts as a hole.
+   */
+  #seek(io: VolumeIo, offset: number, whence: number): number {
+    if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new FsError('EINVAL', `lseek: whence ${whence}`);
+    if (!(offset >= 0)) throw new FsError('EINVAL', `lseek: offset ${offset}`);
+    const size = io.size();
+    if (offset >= size) throw new FsError('ENXIO', `lseek: offset ${offset} is at or past the end (${size})`);
+    let pos = offset;
+    for (let w = offset; w < size; w += SEEK_WINDOW) {
+      const we = Math.min(size, w + SEEK_WINDOW);
+      for (const e of io.mapped(w, we)) {
+        if (whence === SEEK_DATA) return Math.max(e.vstart, offset);
+        if (e.vstart > pos) return pos;
+        pos = Math.max(pos, e.vstart + e.len);
+      }
+      if (whence === SEEK_HOLE && pos < we) return pos;
+    }
+    if (whence === SEEK_DATA) throw new FsError('ENXIO', `lseek: no data at or after ${offset}`);
+    return size;
+  }
+
+  /**
+   * fallocate(2). A loop device turns a discard into PUNCH_HOLE|KEEP_SIZE and write-zeroes into
+   * ZERO_RANGE (or a punch); both give the whole blocks back and zero the partial ones in place.
+   */
+  async #fallocate(io: VolumeIo, mode: number, offset: number, length: number): Promise<void> {
+    if (!(offset >= 0) || !(length > 0)) throw new FsError('EINVAL', `fallocate: offset ${offset}, length ${length}`);
+    const end = offset + length;
+    if (mode === (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+      await this.#zeroRange(io, offset, Math.min(end, io.size()));
+      return;
+    }
+    if (mode === FALLOC_FL_ZERO_RANGE || mode === (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)) {
+      if (!(mode & FALLOC_FL_KEEP_SIZE) && end > io.size()) await io.truncate(end);
+      await this.#zeroRange(io, offset, Math.min(end, io.size()));
+      return;
+    }
+    // Mode 0 (or KEEP_SIZE alone) is preallocation. A thin volume has nothing to gain from it:
+    // reserving backend space up front is what thin provisioning avoids, and unwritten ranges
+    // read as zeros already. EOPNOTSUPP makes posix_fallocate(3) write zeros instead, which
+    // allocate nothing here (all-zero blocks are skipped). Collapse, insert and unshare are
+    // not supported either.
+    throw new FsError('EOPNOTSUPP', `fallocate mode 0x${mode.toString(16)} is not supported`);
+  }
+
+  /** Unmaps the whole blocks of [start, end) (VolumeIo.discard) and writes zeros over the partial ones at its edges. */
+  async #zeroRange(io: VolumeIo, start: number, end: number): Promise<void> {
+    if (end <= start) return;
+    const a = ceilB(start);
+    const b = floorB(end);
+    if (b <= a) {
+      await this.#writeZeros(io, start, end);
+      return;
+    }
+    await io.discard(a, b);
+    if (start < a) await this.#writeZeros(io, start, a);
+    if (end > b) await this.#writeZeros(io, b, end);
+  }
+
+  /** Zeros over [start, end), less than two blocks: in place where mapped, nothing where a hole is. */
+  async #writeZeros(io: VolumeIo, start: number, end: number): Promise<void> {
+    for (let pos = start; pos < end; pos += BLOCK) await io.write(ZEROS.subarray(0, Math.min(BLOCK, end - pos)), pos);
   }
 
   /** Runs `fn` on a volume by name, opening it for this daemon if it is not open (a cold reclaim). */

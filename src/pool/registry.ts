@@ -20,10 +20,10 @@ export type Health = 'ok' | 'late' | 'fenced';
 export class Registry {
   constructor(private readonly store: MetaStore) {}
 
-  register(holder: Holder, mountpoint: string, socket: string): void {
+  register(holder: Holder, mountpoint: string, socket: string, binding?: string): void {
     const id = holderId(holder);
     const now = Date.now();
-    const rec: DaemonRecord = { ...holder, id, mountpoint, socket, startedAt: now, heartbeatAt: now, epoch: 1, volumes: [], holds: [] };
+    const rec: DaemonRecord = { ...holder, id, mountpoint, socket, startedAt: now, heartbeatAt: now, epoch: 1, volumes: [], holds: [], ...(binding ? { binding } : {}) };
     this.store.txn(() => { this.store.daemons.put(id, rec); });
   }
 

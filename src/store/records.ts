@@ -77,6 +77,8 @@ export interface DaemonRecord extends Holder {
   fenced?: Fence;
   /** Space its volumes discarded that their next commit (within a second) gives back. */
   freeingBytes?: number;
+  /** The FUSE binding serving its mount: 'libfuse3' or 'libfuse2' (absent in older records). */
+  binding?: string;
 }
 
 /** The one controller allowed to change the pool's layout at a time. */

@@ -8,12 +8,22 @@ import { promisify } from 'node:util';
 const execFileP = promisify(execFile);
 export const THINVOL = join(__dirname, '..', '..', '..', 'bin', 'thinvol');
 
+/** The FUSE bindings thinvol mount offers; the default one first. */
+export type FuseBinding = 'libfuse3' | 'libfuse2';
+export const BINDINGS: readonly FuseBinding[] = ['libfuse3', 'libfuse2'];
+
+/** The binding a Sandbox mounts with unless told: $THINVOL_TEST_FUSE, else thinvol's default. */
+export function defaultBinding(): FuseBinding {
+  const b = process.env.THINVOL_TEST_FUSE;
+  return b === 'libfuse2' || b === 'libfuse3' ? b : 'libfuse3';
+}
+
 export interface RunResult { code: number; stdout: string; stderr: string }
 
-/** Runs a command; never throws on a non-zero exit (the test looks at the code). */
-export async function run(cmd: string, args: string[], opts: { input?: Buffer } = {}): Promise<RunResult> {
+/** Runs a command; never throws on a non-zero exit (the test looks at the code). `env` is added to this process's. */
+export async function run(cmd: string, args: string[], opts: { input?: Buffer; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -43,8 +53,11 @@ export class Sandbox {
   readonly #loops: string[] = [];
   readonly #daemons: { pid: number; mnt: string }[] = [];
   readonly #children: number[] = [];
+  /** What `mount` asks for, and checks it got (a silent fallback to libfuse2 would test the wrong binding). */
+  readonly fuse: FuseBinding;
 
-  constructor() {
+  constructor(opts: { fuse?: FuseBinding } = {}) {
+    this.fuse = opts.fuse ?? defaultBinding();
     mkdirSync(this.mnt);
   }
 
@@ -84,21 +97,30 @@ export class Sandbox {
     await this.cliOk('pool', 'create', ...backends.flatMap((b) => ['--backend', join(this.dir, b)]));
   }
 
-  async mount(mnt = this.mnt): Promise<number> {
+  /** thinvol mount with this sandbox's binding; fails unless that binding serves. Returns the daemon's pid. */
+  async mount(mnt = this.mnt, opts: { autoReclaim?: boolean } = {}): Promise<number> {
+    const { pid, binding } = await this.mountAs(mnt, opts);
+    if (binding !== this.fuse) throw new Error(`thinvol mount --fuse ${this.fuse} served with ${binding}`);
+    return pid;
+  }
+
+  /** thinvol mount, whatever binding ends up serving: the daemon's pid, its binding, and the command's stderr. */
+  async mountAs(mnt = this.mnt, opts: { autoReclaim?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<{ pid: number; binding: string; stderr: string }> {
     try {
       mkdirSync(mnt, { recursive: true });
     } catch (err) {
       // A mount left by a killed daemon answers ENOTCONN; thinvol mount clears it.
       if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
     }
-    const r = await this.cli('mount', mnt, '--json');
+    const args = ['--pool', this.pool, 'mount', mnt, '--fuse', this.fuse, '--json', ...(opts.autoReclaim === false ? ['--no-auto-reclaim'] : [])];
+    const r = await run(THINVOL, args, opts.env ? { env: opts.env } : {});
     if (r.code !== 0) {
       const log = await readFile(join(this.pool, 'run', 'daemon.log'), 'utf8').catch(() => '');
-      throw new Error(`thinvol mount ${mnt} exited ${r.code}: ${r.stderr.trim()}\ndaemon.log ends:\n${log.split('\n').slice(-15).join('\n')}`);
+      throw new Error(`thinvol ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}\ndaemon.log ends:\n${log.split('\n').slice(-15).join('\n')}`);
     }
-    const { pid } = JSON.parse(r.stdout) as { pid: number };
+    const { pid, binding } = JSON.parse(r.stdout) as { pid: number; binding: string };
     this.#daemons.push({ pid, mnt });
-    return pid;
+    return { pid, binding, stderr: r.stderr };
   }
 
   async umount(mnt = this.mnt): Promise<void> {

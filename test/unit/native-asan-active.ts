@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { addonPath, nativeAddon } from '../../src/native/addon';
+import { loadFuse3 } from '../../src/native/fuse3';
 
 /** Paths of the files mapped into this process. */
 function mappedFiles(): Set<string> {
@@ -21,5 +22,12 @@ describe('AddressSanitizer run', () => {
     const addon = fs.realpathSync(addonPath());
     expect(mapped, 'the loaded addon').to.include(addon);
     expect(fs.readFileSync(addon).includes('__asan_init'), `${addon} built with -fsanitize=address`).to.equal(true);
+    // The libfuse3 binding too, where it is built.
+    const fuse3 = addonPath('thinvol_fuse3');
+    if (fs.existsSync(fuse3)) {
+      expect('module' in loadFuse3(), 'the libfuse3 binding loads').to.equal(true);
+      expect([...mappedFiles()], 'the loaded libfuse3 binding').to.include(fs.realpathSync(fuse3));
+      expect(fs.readFileSync(fuse3).includes('__asan_init'), `${fuse3} built with -fsanitize=address`).to.equal(true);
+    }
   });
 });

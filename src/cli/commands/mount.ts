@@ -3,7 +3,9 @@ import { openSync, closeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Argv } from 'yargs';
-import { runMountDaemon } from '../../daemon/mount-daemon';
+import { runMountDaemon, type DaemonReady } from '../../daemon/mount-daemon';
+import { FUSE_BINDINGS, type FuseBinding } from '../../fuse/fuse-server';
+import { setIoFlusher } from '../../native/io-flusher';
 import { findMount, prepareMountpoint, unmountStrict } from '../../daemon/mountpoint';
 import { holderAlive } from '../../pool/holder';
 import { Pool } from '../../pool/pool';
@@ -28,19 +30,23 @@ const NO_BACKGROUND_OPTIMIZER = ['--no-concurrent-recompilation'];
 const DAEMON_V8_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=10', ...NO_BACKGROUND_OPTIMIZER];
 
 /** Starts the daemon in the background and returns once it serves the mountpoint (or failed). */
-async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolean): Promise<number> {
+async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolean, fuse: FuseBinding): Promise<{ pid: number } & DaemonReady> {
   const log = join(resolve(a.pool), 'run', 'daemon.log');
   const fd = openSync(log, 'a', 0o600);
-  const child = spawn(process.execPath, [...DAEMON_V8_FLAGS, process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground', ...(autoReclaim ? [] : ['--no-auto-reclaim'])], {
+  // Set here, before the spawn, the I/O-flusher flag reaches every thread of the daemon (child
+  // processes inherit it); the daemon can only set it on threads it starts afterwards. Without
+  // CAP_SYS_RESOURCE this fails, and the daemon says so in its log.
+  setIoFlusher();
+  const child = spawn(process.execPath, [...DAEMON_V8_FLAGS, process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground', '--fuse', fuse, ...(autoReclaim ? [] : ['--no-auto-reclaim'])], {
     detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: process.env,
   });
   closeSync(fd);
-  return new Promise<number>((res, rej) => {
-    child.once('message', (m: { ready?: boolean; error?: string }) => {
+  return new Promise((res, rej) => {
+    child.once('message', (m: { ready?: DaemonReady; error?: string }) => {
       if (m.ready) {
         child.disconnect();
         child.unref();
-        res(child.pid ?? 0);
+        res({ pid: child.pid ?? 0, ...m.ready });
       } else rej(new FsError('EIO', m.error ?? 'mount failed'));
     });
     child.once('exit', (code) => rej(new FsError('EIO', `mount daemon exited with status ${code ?? '?'} before mounting; see ${log}`)));
@@ -52,14 +58,15 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     .command('mount <mountpoint>', 'serve the pool\'s volumes as files under MOUNTPOINT (runs a daemon in the background)', (c) => c
       .positional('mountpoint', { type: 'string', demandOption: true })
       .option('foreground', { type: 'boolean', default: false, describe: 'stay in the foreground until unmounted' })
-      .option('auto-reclaim', { type: 'boolean', default: true, describe: 'give back blocks the guest ext4/XFS freed, a few seconds after its journal commits them (--no-auto-reclaim to turn off)' }),
+      .option('auto-reclaim', { type: 'boolean', default: true, describe: 'give back blocks the guest ext4/XFS freed, a few seconds after its journal commits them (--no-auto-reclaim to turn off)' })
+      .option('fuse', { choices: FUSE_BINDINGS, default: 'libfuse3' as FuseBinding, describe: 'FUSE binding: libfuse3 (low-level, many requests in flight, discard and SEEK_DATA) or libfuse2 (fuse-native); libfuse3 falls back to libfuse2 with a warning if its part of the addon is not built' }),
     async (a) => {
       if (a.foreground) {
         const pool = Pool.open(a.pool);
         const tell = (m: object): void => { if (process.send) process.send(m); };
         try {
-          await runMountDaemon(pool, a.mountpoint, { autoReclaim: a['auto-reclaim'] }, () => {
-            tell({ ready: true });
+          await runMountDaemon(pool, a.mountpoint, { autoReclaim: a['auto-reclaim'], fuse: a.fuse }, (ready) => {
+            tell({ ready });
             if (process.connected) process.disconnect();
           });
         } catch (err) {
@@ -71,8 +78,9 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       }
       await Pool.open(a.pool).close();
       const mnt = await prepareMountpoint(a.mountpoint);
-      const pid = await mountInBackground(a, mnt, a['auto-reclaim']);
-      emit(a.json, { mountpoint: mnt, pid, pool: resolve(a.pool) }, () => [`mounted pool ${resolve(a.pool)} at ${mnt} (daemon pid ${pid})`]);
+      const { pid, binding, warning } = await mountInBackground(a, mnt, a['auto-reclaim'], a.fuse);
+      if (warning) process.stderr.write(`thinvol: warning: ${warning}\n`);
+      emit(a.json, { mountpoint: mnt, pid, pool: resolve(a.pool), binding }, () => [`mounted pool ${resolve(a.pool)} at ${mnt} (daemon pid ${pid}, ${binding})`]);
     })
     .command('umount <mountpoint>', 'unmount (refused while a loop device or process uses a volume) and stop its daemon', (c) => c
       .positional('mountpoint', { type: 'string', demandOption: true }),

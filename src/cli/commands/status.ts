@@ -11,12 +11,12 @@ import { summarize } from './layout';
 
 const BAR = 30;
 
-interface StatusDaemon { id: string; pid: number; mountpoint: string; health: string; heartbeatAgeMs: number; epoch: number; volumes: string[]; holds: number; fenced?: { change: number; reason: string } }
+interface StatusDaemon { id: string; pid: number; mountpoint: string; binding: string; health: string; heartbeatAgeMs: number; epoch: number; volumes: string[]; holds: number; fenced?: { change: number; reason: string } }
 interface Status { daemons: StatusDaemon[]; controller?: { pid: number; change: number }; running?: ChangeRecord; changes: ChangeRecord[] }
 
 function snapshot(pool: Pool): Status {
   const daemons = pool.registry.list().map((d) => ({
-    id: d.id, pid: d.pid, mountpoint: d.mountpoint, health: pool.registry.health(d, LATE_MS), heartbeatAgeMs: Date.now() - d.heartbeatAt,
+    id: d.id, pid: d.pid, mountpoint: d.mountpoint, binding: d.binding ?? 'libfuse2', health: pool.registry.health(d, LATE_MS), heartbeatAgeMs: Date.now() - d.heartbeatAt,
     epoch: d.epoch, volumes: d.volumes.map((v) => pool.volumeById(v)?.name ?? String(v)), holds: d.holds.length,
     ...(d.fenced ? { fenced: { change: d.fenced.change, reason: d.fenced.reason } } : {}),
   }));
@@ -37,8 +37,8 @@ function render(s: Status): string[] {
   const lines = ['DAEMONS'];
   if (s.daemons.length === 0) lines.push('  none');
   else {
-    lines.push(...table([['PID', 'MOUNTPOINT', 'HEALTH', 'HEARTBEAT', 'EPOCH', 'HOLDS', 'VOLUMES'],
-      ...s.daemons.map((d) => [String(d.pid), d.mountpoint, d.fenced ? `fenced (change ${d.fenced.change}: ${d.fenced.reason})` : d.health, `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`, String(d.epoch), String(d.holds), d.volumes.join(',') || '-'])]).map((l) => `  ${l}`));
+    lines.push(...table([['PID', 'MOUNTPOINT', 'BINDING', 'HEALTH', 'HEARTBEAT', 'EPOCH', 'HOLDS', 'VOLUMES'],
+      ...s.daemons.map((d) => [String(d.pid), d.mountpoint, d.binding, d.fenced ? `fenced (change ${d.fenced.change}: ${d.fenced.reason})` : d.health, `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`, String(d.epoch), String(d.holds), d.volumes.join(',') || '-'])]).map((l) => `  ${l}`));
   }
   lines.push('', 'CHANGE IN PROGRESS');
   const c = s.running;

@@ -1,0 +1,1125 @@
+/*
+ * Module thinvol_fuse3: a libfuse3 low-level session for TypeScript (src/native/fuse3.ts holds
+ * the API, src/fuse/lowlevel-adapter.ts the logic). Built only where pkg-config finds fuse3.
+ *
+ *   mount(mountpoint, args, config, onRequest): Session | number (positive errno)
+ *   OP, STAT, STATFS, SETATTR, OPEN, CAP      numbering shared with TypeScript
+ *   libfuseVersion                            the libfuse3 loaded at run time
+ *
+ * What C does, and nothing more: create the session from the options TypeScript built, mount,
+ * run libfuse's multi-threaded loop (clone_fd workers) in C threads, package each request and
+ * hand it to JavaScript without replying, and send the replies JavaScript asks for.
+ *
+ * Threads.
+ *   - The JavaScript thread: mount(), every reply*(), destroy(), and call_js() (the
+ *     threadsafe function's callback), which calls onRequest. The request table is touched by
+ *     this thread only, so it needs no lock. libfuse's fuse_reply_* are thread-safe and are
+ *     called here.
+ *   - The loop thread (loop_main): runs fuse_session_loop_mt, which starts up to
+ *     config.threads workers and returns once they all ended (the kernel connection went away:
+ *     unmount, abort, or a read error); then it posts OP_ENDED.
+ *   - libfuse's workers: read a request from their own clone of /dev/fuse, call one of the ll_*
+ *     callbacks below, which copies what it needs into a `struct request` and posts it
+ *     (non-blocking) to the threadsafe function. They never wait on JavaScript. All signals are
+ *     blocked in the loop thread and so in the workers (they inherit its mask).
+ *
+ * Shutdown order (TypeScript drives it): the kernel side ends first (fusermount -u; the
+ * workers read ENODEV; the loop returns and posts OP_ENDED, the last item it ever posts, so
+ * that every request was delivered before it). TypeScript waits for its pending replies, then
+ * calls destroy(): join the loop thread, answer EIO to what is still pending, unmount (a no-op
+ * when the kernel already did; else a lazy detach, so no stale mount stays), destroy the
+ * session, release the threadsafe function. destroy() refuses (EBUSY) before OP_ENDED was
+ * delivered: replying after fuse_session_destroy would use freed memory, so it may not run
+ * while a request can still arrive.
+ *
+ * Buffers.
+ *   - Names (lookup, create, unlink, rename): copied by the worker (libfuse reuses its receive
+ *     buffer once the callback returns) into request.name/name2; freed by call_js right after
+ *     it made the JavaScript strings.
+ *   - Write data: copied by the worker into request.data (malloc). call_js gives it to an
+ *     external Buffer whose finalizer frees it, so it lives as long as JavaScript holds the
+ *     Buffer (no detach needed: it is never freed under a pending backend write).
+ *   - Read replies: JavaScript allocates the Buffer and fills it; replyBuf hands its bytes to
+ *     fuse_reply_buf, which copies them into the kernel before returning. The memory is V8's,
+ *     so a late fill after a reply or after destroy() touches nothing freed.
+ *   - Readdir replies: a buffer of the request's size, allocated and freed inside replyReaddir.
+ *   - struct request: from the worker's calloc until the reply (or until call_js for
+ *     notifications, which need none); the table holds it in between.
+ */
+#define FUSE_USE_VERSION 312
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "addon.h"
+
+/* Request kinds, shared with TypeScript through the OP export. INIT, FORGET and ENDED are
+ * notifications: no reply (id 0). */
+enum op {
+  OP_INIT = 1, OP_ENDED, OP_FORGET, OP_LOOKUP, OP_GETATTR, OP_SETATTR, OP_OPEN, OP_CREATE,
+  OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_OPENDIR, OP_READDIR, OP_RELEASEDIR,
+  OP_STATFS, OP_UNLINK, OP_RENAME, OP_FALLOCATE, OP_LSEEK,
+};
+
+/* Layout of the Float64Array a stat travels in (replyEntry, replyAttr, replyCreate). */
+enum { ST_INO, ST_MODE, ST_NLINK, ST_UID, ST_GID, ST_SIZE, ST_BLOCKS, ST_BLKSIZE, ST_ATIME_MS,
+       ST_MTIME_MS, ST_CTIME_MS, ST_COUNT };
+/* Layout of the Float64Array a statfs travels in (replyStatfs). */
+enum { SF_BSIZE, SF_FRSIZE, SF_BLOCKS, SF_BFREE, SF_BAVAIL, SF_FILES, SF_FFREE, SF_FAVAIL,
+       SF_FSID, SF_FLAG, SF_NAMEMAX, SF_COUNT };
+/* replyOpen/replyCreate flags. */
+enum { OPEN_DIRECT_IO = 1, OPEN_KEEP_CACHE = 2, OPEN_NONSEEKABLE = 4 };
+
+/*
+ * One request on its way to JavaScript and back. What each op fills (the arguments onRequest
+ * gets, in this order: op, id, ino, fh, off, size, flags, mode, name, arg):
+ *   LOOKUP parent,name   FORGET ino,size=nlookup   GETATTR ino,fh?   STATFS ino
+ *   SETATTR ino,fh?,size=new size,flags=to_set,arg=Float64Array[mode,uid,gid,atimeMs,mtimeMs]
+ *   OPEN/OPENDIR ino,flags   CREATE parent,name,mode,flags   READ ino,fh,off,size
+ *   WRITE ino,fh,off,size,arg=Buffer   FLUSH/RELEASEDIR ino,fh   RELEASE ino,fh,flags
+ *   FSYNC ino,fh,flags=datasync   READDIR ino,fh,off,size   UNLINK parent,name
+ *   RENAME parent,name,fh=new parent,arg=new name,flags   FALLOCATE ino,fh,off,size=length,flags=mode
+ *   LSEEK ino,fh,off,flags=whence   INIT arg=Float64Array (see ll_init)   ENDED flags=loop result
+ * fh? is -1 when the kernel sent no file handle.
+ */
+struct request {
+  fuse_req_t req; /* NULL for notifications */
+  int op;
+  uint64_t ino;
+  uint64_t fh;
+  bool has_fh;
+  int64_t off;
+  uint64_t size;
+  int32_t flags;
+  uint32_t mode;
+  char *name;  /* worker's copy; freed in call_js */
+  char *name2; /* worker's copy; freed in call_js */
+  void *data;  /* write data (size bytes); owned here until call_js hands it to a Buffer */
+  int nnums;
+  double nums[10]; /* SETATTR attributes, INIT figures */
+};
+
+/* A slot of the request table. id = gen * 2^32 + index, so a stale id (its request already
+ * answered, the slot reused) never matches. */
+struct slot {
+  struct request *r;
+  uint32_t gen;
+  uint32_t next_free;
+};
+#define NO_SLOT UINT32_MAX
+#define GEN_LIMIT (1u << 20) /* keeps ids below 2^52: exact as JavaScript numbers */
+
+struct session {
+  struct fuse_session *se; /* NULL once destroyed */
+  napi_env env;
+  napi_threadsafe_function tsfn;
+  napi_ref self; /* strong reference to the JavaScript object until destroy() */
+  pthread_t loop_thread;
+
+  /* Guards `closing` between the JavaScript thread and libfuse's threads. */
+  pthread_mutex_t lock;
+  bool closing; /* the environment is being torn down: nobody may call the tsfn any more */
+
+  /* JavaScript thread only. */
+  bool ended_delivered; /* call_js handed OP_ENDED to JavaScript: nothing more can arrive */
+  bool destroyed;
+  struct slot *slots;
+  uint32_t nslots;
+  uint32_t free_head;
+  uint32_t pending;
+
+  /* From config, read by ll_init (in a worker, before any other request). */
+  unsigned max_write, max_read, max_readahead, max_background, congestion_threshold;
+  unsigned want_caps, drop_caps, threads;
+};
+
+static void request_free(struct request *r) {
+  free(r->name);
+  free(r->name2);
+  free(r->data);
+  free(r);
+}
+
+/* ------------------------------------------------------------------ libfuse's threads */
+
+/* Hands a request to JavaScript; if that is impossible, answers it here (EIO) and drops it. */
+static void post(struct session *s, struct request *r) {
+  napi_status st = napi_closing;
+  pthread_mutex_lock(&s->lock);
+  if (!s->closing) st = napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_nonblocking);
+  pthread_mutex_unlock(&s->lock);
+  if (st != napi_ok) {
+    if (r->req != NULL) fuse_reply_err(r->req, EIO);
+    request_free(r);
+  }
+}
+
+static struct request *request_new(fuse_req_t req, int op, fuse_ino_t ino, const struct fuse_file_info *fi) {
+  struct request *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    if (req != NULL) fuse_reply_err(req, ENOMEM);
+    return NULL;
+  }
+  r->req = req;
+  r->op = op;
+  r->ino = ino;
+  if (fi != NULL) {
+    r->fh = fi->fh;
+    r->has_fh = true;
+  }
+  return r;
+}
+
+/* Copies a name out of libfuse's receive buffer; false (request answered ENOMEM, freed) if out of memory. */
+static bool copy_name(struct request *r, char **to, const char *name) {
+  *to = strdup(name);
+  if (*to != NULL) return true;
+  fuse_reply_err(r->req, ENOMEM);
+  request_free(r);
+  return false;
+}
+
+static struct session *session_of(fuse_req_t req) {
+  return fuse_req_userdata(req);
+}
+
+static void ll_init(void *userdata, struct fuse_conn_info *conn) {
+  struct session *s = userdata;
+  /* libfuse has already capped max_write to its receive buffer (1 MiB on 3.14); only lower it. */
+  if (s->max_write > 0 && s->max_write < conn->max_write) conn->max_write = s->max_write;
+  /* Must equal the max_read mount option, or libfuse refuses the INIT. */
+  conn->max_read = s->max_read;
+  if (s->max_readahead < conn->max_readahead) conn->max_readahead = s->max_readahead;
+  conn->max_background = s->max_background;
+  conn->congestion_threshold = s->congestion_threshold;
+  conn->want = (conn->want | (s->want_caps & conn->capable)) & ~s->drop_caps;
+
+  struct request *r = request_new(NULL, OP_INIT, 0, NULL);
+  if (r == NULL) return;
+  const double nums[] = {conn->proto_major, conn->proto_minor, conn->capable, conn->want, conn->max_write,
+                         conn->max_read, conn->max_readahead, conn->max_background, conn->congestion_threshold};
+  r->nnums = sizeof nums / sizeof nums[0];
+  memcpy(r->nums, nums, sizeof nums);
+  post(s, r);
+}
+
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  struct request *r = request_new(req, OP_LOOKUP, parent, NULL);
+  if (r != NULL && copy_name(r, &r->name, name)) post(session_of(req), r);
+}
+
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  struct session *s = session_of(req);
+  fuse_reply_none(req); /* frees req: a forget gets no answer, so JavaScript only hears of it */
+  struct request *r = request_new(NULL, OP_FORGET, ino, NULL);
+  if (r == NULL) return;
+  r->size = nlookup;
+  post(s, r);
+}
+
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_GETATTR, ino, fi);
+  if (r != NULL) post(session_of(req), r);
+}
+
+static double ms_of(const struct timespec *t) {
+  return (double)t->tv_sec * 1e3 + (double)t->tv_nsec / 1e6;
+}
+
+static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_SETATTR, ino, fi);
+  if (r == NULL) return;
+  r->size = (uint64_t)attr->st_size;
+  r->flags = to_set;
+  const double nums[] = {attr->st_mode, attr->st_uid, attr->st_gid, ms_of(&attr->st_atim), ms_of(&attr->st_mtim)};
+  r->nnums = sizeof nums / sizeof nums[0];
+  memcpy(r->nums, nums, sizeof nums);
+  post(session_of(req), r);
+}
+
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_OPEN, ino, NULL);
+  if (r == NULL) return;
+  r->flags = fi->flags;
+  post(session_of(req), r);
+}
+
+static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_CREATE, parent, NULL);
+  if (r == NULL) return;
+  r->flags = fi->flags;
+  r->mode = mode;
+  if (copy_name(r, &r->name, name)) post(session_of(req), r);
+}
+
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_READ, ino, fi);
+  if (r == NULL) return;
+  r->off = off;
+  r->size = size;
+  post(session_of(req), r);
+}
+
+static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_WRITE, ino, fi);
+  if (r == NULL) return;
+  r->off = off;
+  r->size = size;
+  /* `buf` is libfuse's receive buffer, reused for the next request as soon as we return. */
+  r->data = malloc(size > 0 ? size : 1);
+  if (r->data == NULL) {
+    fuse_reply_err(req, ENOMEM);
+    request_free(r);
+    return;
+  }
+  memcpy(r->data, buf, size);
+  post(session_of(req), r);
+}
+
+static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_FLUSH, ino, fi);
+  if (r != NULL) post(session_of(req), r);
+}
+
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_RELEASE, ino, fi);
+  if (r == NULL) return;
+  r->flags = fi->flags;
+  post(session_of(req), r);
+}
+
+static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_FSYNC, ino, fi);
+  if (r == NULL) return;
+  r->flags = datasync;
+  post(session_of(req), r);
+}
+
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_OPENDIR, ino, NULL);
+  if (r == NULL) return;
+  r->flags = fi->flags;
+  post(session_of(req), r);
+}
+
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_READDIR, ino, fi);
+  if (r == NULL) return;
+  r->off = off;
+  r->size = size;
+  post(session_of(req), r);
+}
+
+static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_RELEASEDIR, ino, fi);
+  if (r != NULL) post(session_of(req), r);
+}
+
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
+  struct request *r = request_new(req, OP_STATFS, ino, NULL);
+  if (r != NULL) post(session_of(req), r);
+}
+
+static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  struct request *r = request_new(req, OP_UNLINK, parent, NULL);
+  if (r != NULL && copy_name(r, &r->name, name)) post(session_of(req), r);
+}
+
+static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
+                      unsigned int flags) {
+  struct request *r = request_new(req, OP_RENAME, parent, NULL);
+  if (r == NULL) return;
+  r->fh = newparent;
+  r->has_fh = true;
+  r->flags = (int32_t)flags;
+  if (copy_name(r, &r->name, name) && copy_name(r, &r->name2, newname)) post(session_of(req), r);
+}
+
+static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_FALLOCATE, ino, fi);
+  if (r == NULL) return;
+  r->flags = mode;
+  r->off = offset;
+  r->size = (uint64_t)length;
+  post(session_of(req), r);
+}
+
+static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  struct request *r = request_new(req, OP_LSEEK, ino, fi);
+  if (r == NULL) return;
+  r->off = off;
+  r->flags = whence;
+  post(session_of(req), r);
+}
+
+/* Operations not listed get ENOSYS from libfuse. */
+static const struct fuse_lowlevel_ops ll_ops = {
+  .init = ll_init,
+  .lookup = ll_lookup,
+  .forget = ll_forget,
+  .getattr = ll_getattr,
+  .setattr = ll_setattr,
+  .open = ll_open,
+  .create = ll_create,
+  .read = ll_read,
+  .write = ll_write,
+  .flush = ll_flush,
+  .release = ll_release,
+  .fsync = ll_fsync,
+  .opendir = ll_opendir,
+  .readdir = ll_readdir,
+  .releasedir = ll_releasedir,
+  .statfs = ll_statfs,
+  .unlink = ll_unlink,
+  .rename = ll_rename,
+  .fallocate = ll_fallocate,
+  .lseek = ll_lseek,
+};
+
+static void *loop_main(void *arg) {
+  struct session *s = arg;
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+  if (cfg != NULL) {
+    fuse_loop_cfg_set_clone_fd(cfg, 1);
+    fuse_loop_cfg_set_max_threads(cfg, s->threads);
+  }
+  int rc = fuse_session_loop_mt(s->se, cfg); /* NULL config: libfuse's defaults */
+  if (cfg != NULL) fuse_loop_cfg_destroy(cfg);
+
+  /* Every worker has been joined: nothing else posts after this. */
+  struct request *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    fprintf(stderr, "thinvol: fuse3: out of memory at the end of the session loop\n");
+    return NULL;
+  }
+  r->op = OP_ENDED;
+  r->flags = rc;
+  post(s, r);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------ the JavaScript thread */
+
+/* The request table: JavaScript thread only. Returns the id, or 0 when out of memory. */
+static double table_insert(struct session *s, struct request *r) {
+  if (s->free_head == NO_SLOT) {
+    uint32_t n = s->nslots > 0 ? s->nslots * 2 : 64;
+    struct slot *grown = realloc(s->slots, n * sizeof *grown);
+    if (grown == NULL) return 0;
+    for (uint32_t i = s->nslots; i < n; i++) {
+      grown[i].r = NULL;
+      grown[i].gen = 1;
+      grown[i].next_free = i + 1 < n ? i + 1 : NO_SLOT;
+    }
+    s->slots = grown;
+    s->free_head = s->nslots;
+    s->nslots = n;
+  }
+  uint32_t i = s->free_head;
+  s->free_head = s->slots[i].next_free;
+  s->slots[i].r = r;
+  s->pending++;
+  return (double)s->slots[i].gen * 4294967296.0 + (double)i;
+}
+
+/* Takes the pending request with this id out of the table; NULL if there is none (answered
+ * already, or the session is destroyed). */
+static struct request *table_take(struct session *s, double id) {
+  if (!(id >= 0 && id < 4503599627370496.0) || floor(id) != id) return NULL;
+  uint64_t v = (uint64_t)id;
+  uint32_t i = (uint32_t)(v & 0xffffffffu);
+  uint32_t gen = (uint32_t)(v >> 32);
+  if (i >= s->nslots || s->slots[i].r == NULL || s->slots[i].gen != gen) return NULL;
+  struct request *r = s->slots[i].r;
+  s->slots[i].r = NULL;
+  s->slots[i].gen = s->slots[i].gen + 1 < GEN_LIMIT ? s->slots[i].gen + 1 : 1;
+  s->slots[i].next_free = s->free_head;
+  s->free_head = i;
+  s->pending--;
+  return r;
+}
+
+static void free_external(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/* Makes the JavaScript value for request.arg; false with nothing pending on failure. */
+static bool arg_value(napi_env env, struct request *r, napi_value *out) {
+  if (r->op == OP_WRITE) {
+    void *copy_target = NULL;
+    napi_status st = napi_create_external_buffer(env, r->size, r->data, free_external, NULL, out);
+    if (st == napi_ok) {
+      r->data = NULL; /* the Buffer's finalizer frees it now */
+      return true;
+    }
+    /* A runtime without external buffers: copy into a Buffer of V8's; r->data is freed with r. */
+    return napi_create_buffer_copy(env, r->size, r->data, &copy_target, out) == napi_ok;
+  }
+  if (r->name2 != NULL) return napi_create_string_utf8(env, r->name2, NAPI_AUTO_LENGTH, out) == napi_ok;
+  if (r->nnums > 0) {
+    napi_value ab;
+    void *bytes = NULL;
+    if (napi_create_arraybuffer(env, (size_t)r->nnums * sizeof(double), &bytes, &ab) != napi_ok) return false;
+    memcpy(bytes, r->nums, (size_t)r->nnums * sizeof(double));
+    return napi_create_typedarray(env, napi_float64_array, (size_t)r->nnums, ab, 0, out) == napi_ok;
+  }
+  return napi_get_undefined(env, out) == napi_ok;
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  struct session *s = context;
+  struct request *r = data;
+  if (env == NULL || js_cb == NULL) {
+    /* The environment is going away with this still queued; the session is not destroyed
+     * (destroy() waits for OP_ENDED, which comes last), so the request can still be answered. */
+    if (r->req != NULL) fuse_reply_err(r->req, EIO);
+    request_free(r);
+    return;
+  }
+  if (r->op == OP_ENDED) s->ended_delivered = true;
+  double id = 0;
+  if (r->req != NULL) {
+    id = table_insert(s, r);
+    if (id == 0) {
+      fuse_reply_err(r->req, ENOMEM);
+      request_free(r);
+      return;
+    }
+  }
+  napi_value argv[10];
+  bool ok = napi_create_int32(env, r->op, &argv[0]) == napi_ok &&
+            napi_create_double(env, id, &argv[1]) == napi_ok &&
+            napi_create_double(env, (double)r->ino, &argv[2]) == napi_ok &&
+            napi_create_double(env, r->has_fh ? (double)r->fh : -1, &argv[3]) == napi_ok &&
+            napi_create_double(env, (double)r->off, &argv[4]) == napi_ok &&
+            napi_create_double(env, (double)r->size, &argv[5]) == napi_ok &&
+            napi_create_int32(env, r->flags, &argv[6]) == napi_ok &&
+            napi_create_uint32(env, r->mode, &argv[7]) == napi_ok &&
+            (r->name != NULL ? napi_create_string_utf8(env, r->name, NAPI_AUTO_LENGTH, &argv[8])
+                             : napi_get_undefined(env, &argv[8])) == napi_ok &&
+            arg_value(env, r, &argv[9]);
+  /* The strings are JavaScript's copies now; the request keeps only what a reply needs. */
+  free(r->name);
+  free(r->name2);
+  r->name = r->name2 = NULL;
+  if (!ok) {
+    fprintf(stderr, "thinvol: fuse3: could not pass request (op %d) to JavaScript; answered EIO\n", r->op);
+    if (r->req != NULL && table_take(s, id) != NULL) fuse_reply_err(r->req, EIO);
+    request_free(r);
+    return;
+  }
+  napi_value undefined;
+  if (napi_get_undefined(env, &undefined) == napi_ok) {
+    /* A request may be answered (and freed) inside this call: r is not used after it, except
+     * a notification, which is not in the table. An exception from onRequest propagates as an
+     * uncaught exception (the dispatcher catches its handlers' errors; one reaching here is a bug). */
+    napi_call_function(env, undefined, js_cb, 10, argv, NULL);
+  }
+  if (id == 0) request_free(r);
+}
+
+/* Environment teardown with the session still running (process teardown without destroy()):
+ * from now on libfuse's threads answer EIO themselves rather than touching the tsfn, which
+ * Node frees next. The session itself is left to the process's end. */
+static void env_cleanup(void *arg) {
+  struct session *s = arg;
+  pthread_mutex_lock(&s->lock);
+  s->closing = true;
+  pthread_mutex_unlock(&s->lock);
+}
+
+static void session_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct session *s = data;
+  /* Reached only once destroy() dropped the strong reference, or at environment teardown;
+   * in that case libfuse's threads may still use s, so it stays. */
+  if (!s->destroyed) return;
+  pthread_mutex_destroy(&s->lock);
+  free(s);
+}
+
+/* Prologue of every method: `this` must be a session object. */
+static struct session *this_session(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  napi_value self;
+  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) {
+    thinvol_throw_napi_error(env);
+    return NULL;
+  }
+  void *p = NULL;
+  if (napi_unwrap(env, self, &p) != napi_ok || p == NULL) {
+    napi_throw_type_error(env, NULL, "fuse3: not a session (call the method on the session object)");
+    return NULL;
+  }
+  return p;
+}
+
+static bool get_number(napi_env env, napi_value v, const char *message, double *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number || napi_get_value_double(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, message);
+    return false;
+  }
+  return true;
+}
+
+/* A non-negative integer a JavaScript number holds exactly (file handles, sizes, offsets). */
+static bool get_u53(napi_env env, napi_value v, const char *message, uint64_t *out) {
+  double d;
+  if (!get_number(env, v, message, &d)) return false;
+  if (!(d >= 0 && d <= 9007199254740991.0) || floor(d) != d) {
+    napi_throw_type_error(env, NULL, message);
+    return false;
+  }
+  *out = (uint64_t)d;
+  return true;
+}
+
+/* Reads a Float64Array of at least n elements; its memory is V8's, valid during this call. */
+static bool get_f64s(napi_env env, napi_value v, size_t n, const char *message, const double **out) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  size_t len = 0;
+  void *data = NULL;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, v, &type, &len, &data, NULL, NULL) != napi_ok || type != napi_float64_array || len < n) {
+    napi_throw_type_error(env, NULL, message);
+    return false;
+  }
+  *out = data;
+  return true;
+}
+
+static napi_value result_int(napi_env env, int v) {
+  napi_value out;
+  NAPI_CALL(env, napi_create_int32(env, v, &out));
+  return out;
+}
+
+/* What every reply method returns: 0 when sent; the positive errno when libfuse could not
+ * send it (the kernel no longer waits for it; the request is consumed all the same); -1 when
+ * no request with this id is pending (answered already, or the session is destroyed). */
+static napi_value sent(napi_env env, int rc) {
+  return result_int(env, rc == 0 ? 0 : -rc);
+}
+
+#define REPLY_PROLOGUE(n, usage)                                                    \
+  size_t argc = n;                                                                  \
+  napi_value argv[n];                                                               \
+  struct session *s = this_session(env, info, &argc, argv);                        \
+  if (s == NULL) return NULL;                                                       \
+  if (argc != n) {                                                                  \
+    napi_throw_type_error(env, NULL, usage);                                        \
+    return NULL;                                                                    \
+  }                                                                                 \
+  double id;                                                                        \
+  if (!get_number(env, argv[0], "fuse3: the request id must be a number", &id)) return NULL
+
+#define TAKE_OR_RETURN(r)                 \
+  struct request *r = table_take(s, id); \
+  if (r == NULL) return result_int(env, -1)
+
+static void fill_stat(struct stat *st, const double *a) {
+  memset(st, 0, sizeof *st);
+  st->st_ino = (ino_t)a[ST_INO];
+  st->st_mode = (mode_t)a[ST_MODE];
+  st->st_nlink = (nlink_t)a[ST_NLINK];
+  st->st_uid = (uid_t)a[ST_UID];
+  st->st_gid = (gid_t)a[ST_GID];
+  st->st_size = (off_t)a[ST_SIZE];
+  st->st_blocks = (blkcnt_t)a[ST_BLOCKS];
+  st->st_blksize = (blksize_t)a[ST_BLKSIZE];
+  const double ms[3] = {a[ST_ATIME_MS], a[ST_MTIME_MS], a[ST_CTIME_MS]};
+  struct timespec *ts[3] = {&st->st_atim, &st->st_mtim, &st->st_ctim};
+  for (int i = 0; i < 3; i++) {
+    double sec = floor(ms[i] / 1e3);
+    ts[i]->tv_sec = (time_t)sec;
+    ts[i]->tv_nsec = (long)((ms[i] - sec * 1e3) * 1e6);
+    if (ts[i]->tv_nsec < 0 || ts[i]->tv_nsec > 999999999) ts[i]->tv_nsec = 0;
+  }
+}
+
+static void fill_open(struct fuse_file_info *fi, uint64_t fh, int32_t flags) {
+  memset(fi, 0, sizeof *fi);
+  fi->fh = fh;
+  fi->direct_io = (flags & OPEN_DIRECT_IO) != 0;
+  fi->keep_cache = (flags & OPEN_KEEP_CACHE) != 0;
+  fi->nonseekable = (flags & OPEN_NONSEEKABLE) != 0;
+}
+
+/* replyErr(id, errno): errno 0 is success for the requests that carry no data. */
+static napi_value js_reply_err(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyErr(id, errno)");
+  int32_t err;
+  if (!thinvol_get_int32(env, argv[1], "replyErr: errno must be an integer", &err)) return NULL;
+  if (err < 0) {
+    napi_throw_type_error(env, NULL, "replyErr: errno must not be negative");
+    return NULL;
+  }
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_err(r->req, err);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyEntry(id, stat, entryTimeout, attrTimeout): stat[STAT.ino] is the node id. */
+static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(4, "replyEntry(id, stat, entryTimeout, attrTimeout)");
+  const double *a;
+  double et, at;
+  if (!get_f64s(env, argv[1], ST_COUNT, "replyEntry: stat must be a Float64Array of STAT's layout", &a) ||
+      !get_number(env, argv[2], "replyEntry: entryTimeout must be a number", &et) ||
+      !get_number(env, argv[3], "replyEntry: attrTimeout must be a number", &at)) return NULL;
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof e);
+  fill_stat(&e.attr, a);
+  e.ino = (fuse_ino_t)a[ST_INO];
+  e.entry_timeout = et;
+  e.attr_timeout = at;
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_entry(r->req, &e);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyCreate(id, stat, entryTimeout, attrTimeout, fh, openFlags) */
+static napi_value js_reply_create(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(6, "replyCreate(id, stat, entryTimeout, attrTimeout, fh, openFlags)");
+  const double *a;
+  double et, at;
+  uint64_t fh;
+  int32_t flags;
+  if (!get_f64s(env, argv[1], ST_COUNT, "replyCreate: stat must be a Float64Array of STAT's layout", &a) ||
+      !get_number(env, argv[2], "replyCreate: entryTimeout must be a number", &et) ||
+      !get_number(env, argv[3], "replyCreate: attrTimeout must be a number", &at) ||
+      !get_u53(env, argv[4], "replyCreate: fh must be a non-negative integer", &fh) ||
+      !thinvol_get_int32(env, argv[5], "replyCreate: openFlags must be an integer", &flags)) return NULL;
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof e);
+  fill_stat(&e.attr, a);
+  e.ino = (fuse_ino_t)a[ST_INO];
+  e.entry_timeout = et;
+  e.attr_timeout = at;
+  struct fuse_file_info fi;
+  fill_open(&fi, fh, flags);
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_create(r->req, &e, &fi);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyAttr(id, stat, attrTimeout) */
+static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3, "replyAttr(id, stat, attrTimeout)");
+  const double *a;
+  double at;
+  if (!get_f64s(env, argv[1], ST_COUNT, "replyAttr: stat must be a Float64Array of STAT's layout", &a) ||
+      !get_number(env, argv[2], "replyAttr: attrTimeout must be a number", &at)) return NULL;
+  struct stat st;
+  fill_stat(&st, a);
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_attr(r->req, &st, at);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyOpen(id, fh, openFlags): for OPEN and OPENDIR. */
+static napi_value js_reply_open(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3, "replyOpen(id, fh, openFlags)");
+  uint64_t fh;
+  int32_t flags;
+  if (!get_u53(env, argv[1], "replyOpen: fh must be a non-negative integer", &fh) ||
+      !thinvol_get_int32(env, argv[2], "replyOpen: openFlags must be an integer", &flags)) return NULL;
+  struct fuse_file_info fi;
+  fill_open(&fi, fh, flags);
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_open(r->req, &fi);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyBuf(id, buffer, n): the first n bytes of a Buffer JavaScript owns; fuse_reply_buf
+ * copies them into the kernel before it returns, so the Buffer is free again afterwards. */
+static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3, "replyBuf(id, buffer, n)");
+  bool is_buffer = false;
+  void *data = NULL;
+  size_t len = 0;
+  uint64_t n;
+  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "replyBuf: buffer must be a Buffer");
+    return NULL;
+  }
+  if (!get_u53(env, argv[2], "replyBuf: n must be a non-negative integer", &n)) return NULL;
+  if (n > len) {
+    napi_throw_range_error(env, NULL, "replyBuf: n is larger than the buffer");
+    return NULL;
+  }
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_buf(r->req, data, (size_t)n);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyWrite(id, n) */
+static napi_value js_reply_write(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyWrite(id, n)");
+  uint64_t n;
+  if (!get_u53(env, argv[1], "replyWrite: n must be a non-negative integer", &n)) return NULL;
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_write(r->req, (size_t)n);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyStatfs(id, statfs): a Float64Array of STATFS's layout. */
+static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyStatfs(id, statfs)");
+  const double *a;
+  if (!get_f64s(env, argv[1], SF_COUNT, "replyStatfs: statfs must be a Float64Array of STATFS's layout", &a)) return NULL;
+  struct statvfs sv;
+  memset(&sv, 0, sizeof sv);
+  sv.f_bsize = (unsigned long)a[SF_BSIZE];
+  sv.f_frsize = (unsigned long)a[SF_FRSIZE];
+  sv.f_blocks = (fsblkcnt_t)a[SF_BLOCKS];
+  sv.f_bfree = (fsblkcnt_t)a[SF_BFREE];
+  sv.f_bavail = (fsblkcnt_t)a[SF_BAVAIL];
+  sv.f_files = (fsfilcnt_t)a[SF_FILES];
+  sv.f_ffree = (fsfilcnt_t)a[SF_FFREE];
+  sv.f_favail = (fsfilcnt_t)a[SF_FAVAIL];
+  sv.f_fsid = (unsigned long)a[SF_FSID];
+  sv.f_flag = (unsigned long)a[SF_FLAG];
+  sv.f_namemax = (unsigned long)a[SF_NAMEMAX];
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_statfs(r->req, &sv);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyLseek(id, offset) */
+static napi_value js_reply_lseek(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2, "replyLseek(id, offset)");
+  uint64_t off;
+  if (!get_u53(env, argv[1], "replyLseek: offset must be a non-negative integer", &off)) return NULL;
+  TAKE_OR_RETURN(r);
+  int rc = fuse_reply_lseek(r->req, (off_t)off);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* replyReaddir(id, names, inoModes): the whole listing, names[i] with node id inoModes[2i] and
+ * mode inoModes[2i+1]; the entries from the request's offset that fit its size are sent, each
+ * with the offset of the next (i + 1). */
+static napi_value js_reply_readdir(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3, "replyReaddir(id, names, inoModes)");
+  bool is_array = false;
+  uint32_t count = 0;
+  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[1], &count) != napi_ok) {
+    napi_throw_type_error(env, NULL, "replyReaddir: names must be an array of strings");
+    return NULL;
+  }
+  const double *im;
+  if (!get_f64s(env, argv[2], (size_t)count * 2, "replyReaddir: inoModes must be a Float64Array of 2 numbers per name", &im)) return NULL;
+  /* Check every name before taking the request, so that misuse leaves it pending. */
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value v;
+    napi_valuetype t;
+    NAPI_CALL(env, napi_get_element(env, argv[1], i, &v));
+    if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) {
+      napi_throw_type_error(env, NULL, "replyReaddir: names must be an array of strings");
+      return NULL;
+    }
+  }
+  TAKE_OR_RETURN(r);
+  /* Lifetime of buf: this call; fuse_reply_buf copies it into the kernel. name: each entry's
+   * UTF-8 copy, on the stack (a FUSE name is at most 1024 bytes; longer ones are cut off by
+   * napi and then refused by the kernel's own check). */
+  size_t cap = (size_t)r->size;
+  char *buf = malloc(cap > 0 ? cap : 1);
+  if (buf == NULL) {
+    int rc = fuse_reply_err(r->req, ENOMEM);
+    request_free(r);
+    return sent(env, rc);
+  }
+  size_t used = 0;
+  for (uint64_t i = r->off > 0 ? (uint64_t)r->off : 0; i < count; i++) {
+    char name[1025];
+    napi_value v;
+    size_t nlen = 0;
+    if (napi_get_element(env, argv[1], (uint32_t)i, &v) != napi_ok ||
+        napi_get_value_string_utf8(env, v, name, sizeof name, &nlen) != napi_ok) break;
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    st.st_ino = (ino_t)im[2 * i];
+    st.st_mode = (mode_t)im[2 * i + 1];
+    size_t need = fuse_add_direntry(r->req, NULL, 0, name, NULL, 0);
+    if (used + need > cap) break;
+    fuse_add_direntry(r->req, buf + used, cap - used, name, &st, (off_t)(i + 1));
+    used += need;
+  }
+  int rc = fuse_reply_buf(r->req, buf, used);
+  free(buf);
+  request_free(r);
+  return sent(env, rc);
+}
+
+/* pending(): how many requests wait for a reply. */
+static napi_value js_pending(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  struct session *s = this_session(env, info, &argc, NULL);
+  if (s == NULL) return NULL;
+  napi_value out;
+  NAPI_CALL(env, napi_create_uint32(env, s->pending, &out));
+  return out;
+}
+
+/* destroy(): 0, or EBUSY while the loop may still deliver requests (see the shutdown order at
+ * the top). Idempotent. */
+static napi_value js_destroy(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  struct session *s = this_session(env, info, &argc, NULL);
+  if (s == NULL) return NULL;
+  if (s->destroyed) return result_int(env, 0);
+  if (!s->ended_delivered) return result_int(env, EBUSY);
+  pthread_join(s->loop_thread, NULL);
+  for (uint32_t i = 0; i < s->nslots; i++) {
+    struct request *r = s->slots[i].r;
+    if (r == NULL) continue;
+    s->slots[i].r = NULL;
+    fuse_reply_err(r->req, EIO);
+    request_free(r);
+  }
+  free(s->slots);
+  s->slots = NULL;
+  s->nslots = 0;
+  s->free_head = NO_SLOT;
+  s->pending = 0;
+  fuse_session_unmount(s->se);
+  fuse_session_destroy(s->se);
+  s->se = NULL;
+  s->destroyed = true;
+  napi_remove_env_cleanup_hook(env, env_cleanup, s);
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  napi_delete_reference(env, s->self);
+  s->self = NULL;
+  return result_int(env, 0);
+}
+
+static bool config_uint(napi_env env, napi_value config, const char *key, unsigned *out) {
+  napi_value v;
+  int32_t n;
+  char message[96];
+  snprintf(message, sizeof message, "fuse3 mount: config.%s must be a non-negative integer", key);
+  if (napi_get_named_property(env, config, key, &v) != napi_ok) {
+    thinvol_throw_napi_error(env);
+    return false;
+  }
+  if (!thinvol_get_int32(env, v, message, &n)) return false;
+  if (n < 0) {
+    napi_throw_type_error(env, NULL, message);
+    return false;
+  }
+  *out = (unsigned)n;
+  return true;
+}
+
+/* Frees what mount() built from the JavaScript arguments. */
+static void free_argv(char **argv, uint32_t argc) {
+  if (argv == NULL) return;
+  for (uint32_t i = 0; i < argc; i++) free(argv[i]);
+  free(argv);
+}
+
+/* mount(mountpoint, args, config, onRequest): Session, or a positive errno when libfuse
+ * refused the options (EINVAL) or the mount failed (libfuse prints why on stderr).
+ * args: argv for fuse_session_new, e.g. ['thinvol', '-o', 'allow_other,fsname=...'].
+ * config: {maxWrite, maxRead, maxReadahead, maxBackground, congestionThreshold, wantCaps,
+ * dropCaps, threads}, applied at INIT (maxRead must match the max_read option). */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype t0, t3;
+  bool is_array = false;
+  if (argc != 4 || napi_typeof(env, argv[0], &t0) != napi_ok || t0 != napi_string ||
+      napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+      napi_typeof(env, argv[3], &t3) != napi_ok || t3 != napi_function) {
+    napi_throw_type_error(env, NULL, "fuse3 mount(mountpoint: string, args: string[], config: object, onRequest: function)");
+    return NULL;
+  }
+
+  /* `destroyed` stays true until the session runs: until then the object's finalizer frees s. */
+  struct session *s = calloc(1, sizeof *s);
+  if (s == NULL) return result_int(env, ENOMEM);
+  s->free_head = NO_SLOT;
+  s->destroyed = true;
+  s->env = env;
+  pthread_mutex_init(&s->lock, NULL);
+  napi_value obj;
+  const napi_property_descriptor methods[] = {
+    {"replyErr", NULL, js_reply_err, NULL, NULL, NULL, napi_default, NULL},
+    {"replyEntry", NULL, js_reply_entry, NULL, NULL, NULL, napi_default, NULL},
+    {"replyCreate", NULL, js_reply_create, NULL, NULL, NULL, napi_default, NULL},
+    {"replyAttr", NULL, js_reply_attr, NULL, NULL, NULL, napi_default, NULL},
+    {"replyOpen", NULL, js_reply_open, NULL, NULL, NULL, napi_default, NULL},
+    {"replyBuf", NULL, js_reply_buf, NULL, NULL, NULL, napi_default, NULL},
+    {"replyWrite", NULL, js_reply_write, NULL, NULL, NULL, napi_default, NULL},
+    {"replyStatfs", NULL, js_reply_statfs, NULL, NULL, NULL, napi_default, NULL},
+    {"replyLseek", NULL, js_reply_lseek, NULL, NULL, NULL, napi_default, NULL},
+    {"replyReaddir", NULL, js_reply_readdir, NULL, NULL, NULL, napi_default, NULL},
+    {"pending", NULL, js_pending, NULL, NULL, NULL, napi_default, NULL},
+    {"destroy", NULL, js_destroy, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_create_object(env, &obj) != napi_ok ||
+      napi_define_properties(env, obj, sizeof methods / sizeof methods[0], methods) != napi_ok ||
+      napi_wrap(env, obj, s, session_finalize, NULL, NULL) != napi_ok) {
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    thinvol_throw_napi_error(env);
+    return NULL;
+  }
+
+  if (!config_uint(env, argv[2], "maxWrite", &s->max_write) || !config_uint(env, argv[2], "maxRead", &s->max_read) ||
+      !config_uint(env, argv[2], "maxReadahead", &s->max_readahead) ||
+      !config_uint(env, argv[2], "maxBackground", &s->max_background) ||
+      !config_uint(env, argv[2], "congestionThreshold", &s->congestion_threshold) ||
+      !config_uint(env, argv[2], "wantCaps", &s->want_caps) || !config_uint(env, argv[2], "dropCaps", &s->drop_caps) ||
+      !config_uint(env, argv[2], "threads", &s->threads)) return NULL;
+  if (s->threads == 0) s->threads = 1;
+
+  /* Lifetime of mnt and of the argv copies: this call (libfuse copies what it keeps). */
+  char mnt[4096];
+  size_t mlen = 0;
+  uint32_t nargs = 0;
+  char **cargv = NULL;
+  bool args_ok = napi_get_value_string_utf8(env, argv[0], mnt, sizeof mnt, &mlen) == napi_ok && mlen < sizeof mnt - 1 &&
+                 napi_get_array_length(env, argv[1], &nargs) == napi_ok && nargs > 0 && nargs < 64 &&
+                 (cargv = calloc(nargs + 1, sizeof *cargv)) != NULL;
+  for (uint32_t i = 0; args_ok && i < nargs; i++) {
+    napi_value v;
+    size_t len = 0;
+    napi_valuetype t;
+    args_ok = napi_get_element(env, argv[1], i, &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok && t == napi_string &&
+              napi_get_value_string_utf8(env, v, NULL, 0, &len) == napi_ok && (cargv[i] = malloc(len + 1)) != NULL &&
+              napi_get_value_string_utf8(env, v, cargv[i], len + 1, &len) == napi_ok;
+  }
+  if (!args_ok) {
+    free_argv(cargv, nargs);
+    napi_throw_type_error(env, NULL, "fuse3 mount: mountpoint (under 4096 bytes) and args (1 to 63 strings) expected");
+    return NULL;
+  }
+  struct fuse_args fargs = FUSE_ARGS_INIT((int)nargs, cargv);
+  s->se = fuse_session_new(&fargs, &ll_ops, sizeof ll_ops, s);
+  fuse_opt_free_args(&fargs); /* frees only what fuse_opt_parse allocated */
+  free_argv(cargv, nargs);
+  if (s->se == NULL) return result_int(env, EINVAL);
+  errno = 0;
+  if (fuse_session_mount(s->se, mnt) != 0) {
+    int err = errno != 0 ? errno : EIO;
+    fuse_session_destroy(s->se);
+    s->se = NULL;
+    return result_int(env, err);
+  }
+
+  napi_value name;
+  int err = 0;
+  if (napi_create_reference(env, obj, 1, &s->self) != napi_ok ||
+      napi_create_string_utf8(env, "thinvol fuse3", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, argv[3], NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn) != napi_ok ||
+      /* Registered after the tsfn, so that it runs before the tsfn's own cleanup (reverse order). */
+      napi_add_env_cleanup_hook(env, env_cleanup, s) != napi_ok) {
+    err = ENOMEM;
+  } else {
+    /* The loop thread and the workers it starts get no signals: Node's threads handle them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    err = pthread_create(&s->loop_thread, NULL, loop_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err == 0) {
+      s->destroyed = false;
+      return obj;
+    }
+    napi_remove_env_cleanup_hook(env, env_cleanup, s);
+  }
+  /* Half-built: undo in reverse; the object is left to the GC, whose finalizer frees s. */
+  if (s->tsfn != NULL) napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  if (s->self != NULL) napi_delete_reference(env, s->self);
+  s->self = NULL;
+  fuse_session_unmount(s->se);
+  fuse_session_destroy(s->se);
+  s->se = NULL;
+  return result_int(env, err);
+}
+
+static napi_value constants(napi_env env, const char *const *names, const int *values, size_t n) {
+  napi_value obj, v;
+  NAPI_CALL(env, napi_create_object(env, &obj));
+  for (size_t i = 0; i < n; i++) {
+    NAPI_CALL(env, napi_create_int32(env, values[i], &v));
+    NAPI_CALL(env, napi_set_named_property(env, obj, names[i], v));
+  }
+  NAPI_CALL(env, napi_object_freeze(env, obj));
+  return obj;
+}
+
+#define N(a) (sizeof a / sizeof a[0])
+
+static napi_value init(napi_env env, napi_value exports) {
+  static const char *const op_names[] = {"INIT", "ENDED", "FORGET", "LOOKUP", "GETATTR", "SETATTR", "OPEN", "CREATE",
+                                         "READ", "WRITE", "FLUSH", "RELEASE", "FSYNC", "OPENDIR", "READDIR", "RELEASEDIR",
+                                         "STATFS", "UNLINK", "RENAME", "FALLOCATE", "LSEEK"};
+  static const int op_values[] = {OP_INIT, OP_ENDED, OP_FORGET, OP_LOOKUP, OP_GETATTR, OP_SETATTR, OP_OPEN, OP_CREATE,
+                                  OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_OPENDIR, OP_READDIR, OP_RELEASEDIR,
+                                  OP_STATFS, OP_UNLINK, OP_RENAME, OP_FALLOCATE, OP_LSEEK};
+  static const char *const st_names[] = {"ino", "mode", "nlink", "uid", "gid", "size", "blocks", "blksize",
+                                         "atimeMs", "mtimeMs", "ctimeMs", "length"};
+  static const int st_values[] = {ST_INO, ST_MODE, ST_NLINK, ST_UID, ST_GID, ST_SIZE, ST_BLOCKS, ST_BLKSIZE,
+                                  ST_ATIME_MS, ST_MTIME_MS, ST_CTIME_MS, ST_COUNT};
+  static const char *const sf_names[] = {"bsize", "frsize", "blocks", "bfree", "bavail", "files", "ffree", "favail",
+                                         "fsid", "flag", "namemax", "length"};
+  static const int sf_values[] = {SF_BSIZE, SF_FRSIZE, SF_BLOCKS, SF_BFREE, SF_BAVAIL, SF_FILES, SF_FFREE, SF_FAVAIL,
+                                  SF_FSID, SF_FLAG, SF_NAMEMAX, SF_COUNT};
+  static const char *const sa_names[] = {"MODE", "UID", "GID", "SIZE", "ATIME", "MTIME", "ATIME_NOW", "MTIME_NOW"};
+  static const int sa_values[] = {FUSE_SET_ATTR_MODE, FUSE_SET_ATTR_UID, FUSE_SET_ATTR_GID, FUSE_SET_ATTR_SIZE,
+                                  FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_ATIME_NOW, FUSE_SET_ATTR_MTIME_NOW};
+  static const char *const open_names[] = {"DIRECT_IO", "KEEP_CACHE", "NONSEEKABLE"};
+  static const int open_values[] = {OPEN_DIRECT_IO, OPEN_KEEP_CACHE, OPEN_NONSEEKABLE};
+  static const char *const cap_names[] = {"ASYNC_READ", "ASYNC_DIO", "ATOMIC_O_TRUNC", "AUTO_INVAL_DATA",
+                                          "WRITEBACK_CACHE", "PARALLEL_DIROPS", "SPLICE_READ", "SPLICE_WRITE",
+                                          "HANDLE_KILLPRIV", "READDIRPLUS"};
+  static const int cap_values[] = {FUSE_CAP_ASYNC_READ, FUSE_CAP_ASYNC_DIO, FUSE_CAP_ATOMIC_O_TRUNC,
+                                   FUSE_CAP_AUTO_INVAL_DATA, FUSE_CAP_WRITEBACK_CACHE, FUSE_CAP_PARALLEL_DIROPS,
+                                   FUSE_CAP_SPLICE_READ, FUSE_CAP_SPLICE_WRITE, FUSE_CAP_HANDLE_KILLPRIV,
+                                   FUSE_CAP_READDIRPLUS};
+  napi_value op, st, sf, sa, open, cap, version;
+  if ((op = constants(env, op_names, op_values, N(op_values))) == NULL) return NULL;
+  if ((st = constants(env, st_names, st_values, N(st_values))) == NULL) return NULL;
+  if ((sf = constants(env, sf_names, sf_values, N(sf_values))) == NULL) return NULL;
+  if ((sa = constants(env, sa_names, sa_values, N(sa_values))) == NULL) return NULL;
+  if ((open = constants(env, open_names, open_values, N(open_values))) == NULL) return NULL;
+  if ((cap = constants(env, cap_names, cap_values, N(cap_values))) == NULL) return NULL;
+  NAPI_CALL(env, napi_create_string_utf8(env, fuse_pkgversion(), NAPI_AUTO_LENGTH, &version));
+  const napi_property_descriptor props[] = {
+    {"mount", NULL, js_mount, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"OP", NULL, NULL, NULL, NULL, op, napi_enumerable, NULL},
+    {"STAT", NULL, NULL, NULL, NULL, st, napi_enumerable, NULL},
+    {"STATFS", NULL, NULL, NULL, NULL, sf, napi_enumerable, NULL},
+    {"SETATTR", NULL, NULL, NULL, NULL, sa, napi_enumerable, NULL},
+    {"OPEN", NULL, NULL, NULL, NULL, open, napi_enumerable, NULL},
+    {"CAP", NULL, NULL, NULL, NULL, cap, napi_enumerable, NULL},
+    {"libfuseVersion", NULL, NULL, NULL, NULL, version, napi_enumerable, NULL},
+  };
+  NAPI_CALL(env, napi_define_properties(env, exports, N(props), props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
