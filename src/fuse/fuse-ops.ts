@@ -43,15 +43,15 @@ export interface WriterWatcher {
   closing(io: VolumeIo): void;
 }
 
-/** Turns any failure into the negative errno the kernel gets, logging the unexpected ones (as EIO). */
+/**
+ * Turns any failure into the negative errno the kernel gets. An EIO (a backend failed, or an
+ * error nobody expected) is always logged: the guest sees only the errno, the admin needs why.
+ */
 function negErrno(op: string, err: unknown): number {
-  const errno = errnoOf(err);
-  if (errno !== undefined) {
-    debug('%s: %s', op, err instanceof Error ? err.message : String(err));
-    return -errno;
-  }
-  console.error(`thinvol: ${op} failed: ${err instanceof Error ? err.stack : String(err)}`);
-  return -constants.errno.EIO;
+  const errno = errnoOf(err) ?? constants.errno.EIO;
+  if (errno === constants.errno.EIO) console.error(`thinvol: ${op} failed: ${err instanceof Error ? err.stack : String(err)}`);
+  else debug('%s: %s', op, err instanceof Error ? err.message : String(err));
+  return -errno;
 }
 
 /** read and write answer with the byte count (or a negative errno) as the callback's only argument. */
