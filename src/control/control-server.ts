@@ -4,6 +4,7 @@ import { peerCredentials } from '../native/peercred';
 import { join } from 'node:path';
 import { logger } from '../util/log';
 import { answerLine, LineReader, MAX_REQUEST_LINE, parseRequest, type Request } from './protocol';
+import { LINE_TIMEOUT_MS } from './timing';
 
 const debug = logger('control');
 
@@ -48,6 +49,7 @@ export function startControlServer(path: string, handle: ControlHandler, ownerUi
     let chain = Promise.resolve();
     const closers: (() => void)[] = [];
     const conn: ControlConnection = { onClose: (fn) => { closers.push(fn); } };
+    let lineTimer: NodeJS.Timeout | undefined;
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
       let lines: string[];
@@ -57,6 +59,16 @@ export function startControlServer(path: string, handle: ControlHandler, ownerUi
         debug('dropping a client: %s', (err as Error).message);
         sock.destroy();
         return;
+      }
+      if (lines.length > 0 || !reader.partial) {
+        clearTimeout(lineTimer);
+        lineTimer = undefined;
+      }
+      if (reader.partial && !lineTimer) {
+        lineTimer = setTimeout(() => {
+          debug('dropping a client: a request line took longer than %d ms', LINE_TIMEOUT_MS);
+          sock.destroy();
+        }, LINE_TIMEOUT_MS);
       }
       for (const line of lines) {
         chain = chain.then(async () => {
@@ -72,7 +84,10 @@ export function startControlServer(path: string, handle: ControlHandler, ownerUi
         });
       }
     });
-    sock.on('close', () => { for (const fn of closers.splice(0)) fn(); });
+    sock.on('close', () => {
+      clearTimeout(lineTimer);
+      for (const fn of closers.splice(0)) fn();
+    });
     sock.on('error', () => sock.destroy());
   });
   return new Promise((resolve, reject) => {

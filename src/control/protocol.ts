@@ -91,6 +91,11 @@ export class LineReader {
 
   constructor(private readonly max: number) {}
 
+  /** True while a line has begun and not yet ended. */
+  get partial(): boolean {
+    return this.#buf.length > 0;
+  }
+
   /** Lines completed by `chunk`; throws FsError(EMSGSIZE) when a line grows past the limit. */
   push(chunk: string): string[] {
     this.#buf += chunk;

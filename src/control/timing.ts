@@ -22,6 +22,13 @@ export const HOLD_LIMIT_MS = 10_000;
 /** A controller that has not renewed its lease for this long has lost it (it may be stopped). */
 export const LEASE_MS = 15_000;
 
+/**
+ * A request line that has begun must end within this, or the client is dropped: a client that
+ * drips a line byte by byte holds nothing for long. (Idle time between lines is not limited: a
+ * controller keeps its connection for a whole change.)
+ */
+export const LINE_TIMEOUT_MS = 5_000;
+
 /** Default wait for an answer to a one-off request (reclaim of a large volume can take a while). */
 export const REQUEST_TIMEOUT_MS = 120_000;
 

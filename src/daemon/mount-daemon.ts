@@ -7,7 +7,7 @@ import type { Pool } from '../pool/pool';
 import { controlSocketPath, startControlServer } from '../control/control-server';
 import { HEARTBEAT_MS } from '../control/timing';
 import { logger } from '../util/log';
-import { findMount, prepareMountpoint, unmountStrict } from './mountpoint';
+import { findMount, mounts, prepareMountpoint, unmountStrict } from './mountpoint';
 import { HoldService } from './hold-service';
 import { ReclaimService } from './reclaim-service';
 
@@ -29,6 +29,14 @@ export interface DaemonReady { binding: FuseBinding; warning?: string }
 
 /** Answers the handlers still owe once the kernel side is gone are waited for this long. */
 const SHUTDOWN_GRACE_MS = 10_000;
+
+/** Whether this process still holds a /dev/fuse descriptor (libfuse 2 closes its own when the connection ends). */
+async function fuseDeviceOpen(): Promise<boolean> {
+  for (const fd of await fs.readdir('/proc/self/fd')) {
+    if (await fs.readlink(`/proc/self/fd/${fd}`).then((t) => t === '/dev/fuse', () => false)) return true;
+  }
+  return false;
+}
 
 /**
  * Serves a pool at a mountpoint until it is unmounted (thinvol umount, umount, fusermount -u)
@@ -66,6 +74,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
     await fs.rm(sockPath, { force: true });
     throw err;
   }
+  const ourDev = (await findMount(mnt))?.dev;
   console.log(`thinvol: serving ${pool.dir} at ${mnt} (pid ${process.pid}) with ${server.describe()}, auto reclaim ${options.autoReclaim ? 'on' : 'off'}`);
 
   let stopping = false;
@@ -92,11 +101,22 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
       }
     }, HEARTBEAT_MS);
     // libfuse3 tells when the kernel side is gone (a lazily detached mount keeps serving its
-    // users until then); fuse-native does not, so for it the mount table is watched.
+    // users until then); fuse-native does not, so for it the mount table is watched: the mount
+    // is ours by its device number (something mounted over it hides it but it still serves).
+    // Once detached (umount -l) it is served until the kernel ends the connection, which
+    // libfuse 2 answers by closing its /dev/fuse descriptor (the last RELEASE may be lost then).
     server.ended.then(() => finish(), () => undefined);
+    let detachedLogged = false;
     const watchTimer = setInterval(() => {
-      if (server.binding !== 'libfuse2') return;
-      findMount(mnt).then((m) => { if (!m || m.fstype !== 'fuse.thinvol') finish(); }, () => undefined);
+      if (server.binding !== 'libfuse2' || !ourDev) return;
+      (async () => {
+        if ((await mounts()).some((m) => m.dev === ourDev && m.fstype === 'fuse.thinvol')) return;
+        if (ops.handleCount === 0 || !(await fuseDeviceOpen())) finish();
+        else if (!detachedLogged) {
+          detachedLogged = true;
+          console.error(`thinvol: ${mnt} was detached; serving its ${ops.handleCount} open handle(s) until they close`);
+        }
+      })().catch(() => undefined);
     }, WATCH_INTERVAL_MS);
     const finish = (): void => {
       if (stopping) return;

@@ -1,6 +1,7 @@
 import type { BackendSet } from '../backend/backend-set';
-import type { Pool } from '../pool/pool';
-import { BLOCK, type Holder, type VolumeRecord } from '../store/records';
+import { holderId } from '../pool/holder';
+import { checkFileSize, type Pool } from '../pool/pool';
+import { BLOCK, MAX_VOLUME_BYTES, type Holder, type VolumeRecord } from '../store/records';
 import { constants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoOf, FsError } from '../util/errors';
@@ -59,6 +60,12 @@ function runCount(op: string, cb: (n: number) => void, fn: () => Promise<number>
   Promise.resolve().then(fn).then((n) => cb(n), (err: unknown) => cb(negErrno(op, err)));
 }
 
+/** A write or fallocate range: EINVAL if negative, EFBIG if it ends past the largest volume. */
+function checkRange(offset: number, length: number): void {
+  if (!(offset >= 0)) throw new FsError('EINVAL', `offset ${offset}`);
+  if (offset + length > MAX_VOLUME_BYTES) throw new FsError('EFBIG', `[${offset}, +${length}) ends past the largest volume (${MAX_VOLUME_BYTES} bytes)`);
+}
+
 function run<T>(op: string, cb: (err: number, value?: T) => void, fn: () => Promise<T> | T): void {
   Promise.resolve().then(fn).then((v) => cb(0, v), (err: unknown) => cb(negErrno(op, err)));
 }
@@ -78,6 +85,11 @@ export class FuseOps {
   watcher: WriterWatcher | undefined;
 
   constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, private readonly daemonId: string) {}
+
+  /** Files open through the mount (not counting internal uses). */
+  get handleCount(): number {
+    return this.#handles.size;
+  }
 
   get openVolumes(): Iterable<OpenVolume> {
     return this.#open.values();
@@ -206,7 +218,8 @@ export class FuseOps {
       create: (path: string, mode: number, cb: Cb<number>) => run('create', cb, () => {
         const name = path.slice(1);
         if (name.includes('/')) throw new FsError('EACCES', 'volumes live at the top of the mount only');
-        const v = this.pool.createVolume(name, 0, mode & 0o7777);
+        // Private whatever the caller's umask (the mount is allow_other): share with chmod.
+        const v = this.pool.createVolume(name, 0, mode & 0o700);
         debug('create %s -> volume %d', name, v.id);
         return this.#openHandle(v, true);
       }),
@@ -219,14 +232,23 @@ export class FuseOps {
       write: (_path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => runCount('write', cb, () => {
         const h = this.#handle(fd);
         if (!h.writable) throw new FsError('EBADF', `handle ${fd} is read-only`);
+        checkRange(pos, len);
         return h.io.write(buf.subarray(0, len), pos);
       }),
       flush: (_path: string, _fd: number, cb: Cb) => cb(0),
       fsync: (_path: string, _datasync: number, fd: number, cb: Cb) => run('fsync', cb, () => this.#handle(fd).io.commit()),
-      truncate: (path: string, size: number, cb: Cb) => run('truncate', cb, () => this.#truncate(this.#volume(path), size)),
+      truncate: (path: string, size: number, cb: Cb) => run('truncate', cb, () => {
+        const v = this.#volume(path);
+        checkFileSize(size);
+        if (size < (this.#open.get(v.id)?.io.size() ?? v.sizeBytes)) this.#refuseShrinkInUse(v, 0);
+        return this.#withVolume(v, true, (io) => io.truncate(size));
+      }),
       ftruncate: (_path: string, fd: number, size: number, cb: Cb) => run('ftruncate', cb, () => {
         const h = this.#handle(fd);
         if (!h.writable) throw new FsError('EBADF', `handle ${fd} is read-only`);
+        checkFileSize(size);
+        const v = this.pool.volumeById(h.io.id);
+        if (v && size < h.io.size()) this.#refuseShrinkInUse(v, 1);
         return h.io.truncate(size);
       }),
       unlink: (path: string, cb: Cb) => run('unlink', cb, () => {
@@ -290,7 +312,8 @@ export class FuseOps {
    * ZERO_RANGE (or a punch); both give the whole blocks back and zero the partial ones in place.
    */
   async #fallocate(io: VolumeIo, mode: number, offset: number, length: number): Promise<void> {
-    if (!(offset >= 0) || !(length > 0)) throw new FsError('EINVAL', `fallocate: offset ${offset}, length ${length}`);
+    if (!(length > 0)) throw new FsError('EINVAL', `fallocate: length ${length}`);
+    checkRange(offset, length);
     const end = offset + length;
     if (mode === (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
       await this.#zeroRange(io, offset, Math.min(end, io.size()));
@@ -333,8 +356,20 @@ export class FuseOps {
     return this.#withVolume(this.pool.volume(name), writable, fn);
   }
 
-  async #truncate(v: VolumeRecord, size: number): Promise<void> {
-    await this.#withVolume(v, true, (io) => io.truncate(size));
+  /**
+   * A shrink pulls the end out from under whoever else has the volume open (a loop device's
+   * filesystem becomes unreadable): refused with EBUSY while any handle but the caller's own
+   * (`own`: 0 or 1) is open here, or another process serves or writes the volume.
+   */
+  #refuseShrinkInUse(v: VolumeRecord, own: number): void {
+    let handles = 0;
+    for (const h of this.#handles.values()) if (h.io.id === v.id) handles++;
+    const others = this.pool.registry.serving(v.id).filter((d) => d.id !== this.daemonId);
+    const writer = this.pool.claimant(v.id);
+    const foreignWriter = writer !== undefined && holderId(writer) !== holderId(this.holder);
+    if (handles > own || others.length > 0 || foreignWriter) {
+      throw new FsError('EBUSY', `cannot shrink volume ${v.name}: it is open elsewhere`);
+    }
   }
 
   #statfs(): object {

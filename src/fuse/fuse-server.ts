@@ -149,8 +149,9 @@ export async function serveLibfuse3(mnt: string, handlers: Record<string, unknow
 export async function serveLibfuse2(mnt: string, handlers: Record<string, unknown>, opts: ServeOptions): Promise<FuseServer> {
   const fuse = new Fuse(mnt, handlers, {
     // fsname smuggles libfuse 2 options fuse-native has no field for; a comma in the pool path
-    // would smuggle more, so refuse it.
-    fsname: `${refuseComma(opts.fsname)},big_writes,max_write=131072,max_background=64,congestion_threshold=48`,
+    // would smuggle more, so refuse it. hard_remove: without it libfuse renames an open file to
+    // .fuse_hidden* on unlink instead of asking (the rename fails with EINVAL, not EBUSY).
+    fsname: `${refuseComma(opts.fsname)},big_writes,max_write=131072,hard_remove,max_background=64,congestion_threshold=48`,
     subtype: 'thinvol',
     allowOther: true,
     defaultPermissions: true,

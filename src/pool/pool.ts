@@ -8,7 +8,7 @@ import { FileBackend } from '../backend/file-backend';
 import { identityOf, probeBackend, sameIdentity, writeLabel, type BackendSpec, type ProbedBackend } from '../backend/backend-probe';
 import { LmdbStore } from '../store/lmdb-store';
 import type { MetaStore } from '../store/meta-store';
-import { BLOCK, type BackendRecord, type Extent, type Holder, type Run, type Superblock, type VolumeRecord } from '../store/records';
+import { BLOCK, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type Holder, type Run, type Superblock, type VolumeRecord } from '../store/records';
 import { Allocator, type VolumeChanges } from './allocator';
 import { ChangeLog } from './change-log';
 import { Claims } from './claims';
@@ -30,10 +30,13 @@ export function checkVolumeSize(size: number): void {
   if (!Number.isSafeInteger(size) || size <= 0 || size % 512 !== 0) {
     throw new FsError('EINVAL', `bad volume size ${size}: must be a positive multiple of 512 bytes`);
   }
+  checkFileSize(size);
 }
 
-function checkFileSize(size: number): void {
+/** Any size a volume may have (a file created through the mount starts at 0). */
+export function checkFileSize(size: number): void {
   if (!Number.isSafeInteger(size) || size < 0) throw new FsError('EINVAL', `bad volume size ${size}`);
+  if (size > MAX_VOLUME_BYTES) throw new FsError('EFBIG', `bad volume size ${size}: the largest volume is ${MAX_VOLUME_BYTES} bytes (4 PiB)`);
 }
 
 export interface BackendInit { path: string; kind: 'file' | 'block'; dataStart: number; capacityBytes: number }

@@ -1,6 +1,11 @@
 /** Records kept in the pool's LMDB environment. All offsets and lengths are bytes. */
 
 export const BLOCK = 4096;
+/**
+ * The largest volume (4 PiB): every offset and offset + length stays an exact integer in a
+ * JavaScript number, and well inside the map's 2^48 blocks.
+ */
+export const MAX_VOLUME_BYTES = 2 ** 52;
 
 export interface Superblock {
   /** 3: backends carry a label and their data starts after it. */

@@ -47,7 +47,7 @@ export async function must(cmd: string, args: string[]): Promise<string> {
  */
 export class Sandbox {
   readonly dir = mkdtempSync(join(process.env.THINVOL_TEST_DIR ?? tmpdir(), 'thinvol-test-'));
-  readonly pool = join(this.dir, 'pool');
+  readonly pool: string;
   readonly mnt = join(this.dir, 'mnt');
   readonly #fsMounts: string[] = [];
   readonly #loops: string[] = [];
@@ -56,8 +56,10 @@ export class Sandbox {
   /** What `mount` asks for, and checks it got (a silent fallback to libfuse2 would test the wrong binding). */
   readonly fuse: FuseBinding;
 
-  constructor(opts: { fuse?: FuseBinding } = {}) {
+  /** `poolName`: the pool directory's name inside the sandbox (default `pool`). */
+  constructor(opts: { fuse?: FuseBinding; poolName?: string } = {}) {
     this.fuse = opts.fuse ?? defaultBinding();
+    this.pool = join(this.dir, opts.poolName ?? 'pool');
     mkdirSync(this.mnt);
   }
 
@@ -98,14 +100,14 @@ export class Sandbox {
   }
 
   /** thinvol mount with this sandbox's binding; fails unless that binding serves. Returns the daemon's pid. */
-  async mount(mnt = this.mnt, opts: { autoReclaim?: boolean } = {}): Promise<number> {
+  async mount(mnt = this.mnt, opts: { autoReclaim?: boolean; umask?: number } = {}): Promise<number> {
     const { pid, binding } = await this.mountAs(mnt, opts);
     if (binding !== this.fuse) throw new Error(`thinvol mount --fuse ${this.fuse} served with ${binding}`);
     return pid;
   }
 
   /** thinvol mount, whatever binding ends up serving: the daemon's pid, its binding, and the command's stderr. */
-  async mountAs(mnt = this.mnt, opts: { autoReclaim?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<{ pid: number; binding: string; stderr: string }> {
+  async mountAs(mnt = this.mnt, opts: { autoReclaim?: boolean; env?: NodeJS.ProcessEnv; umask?: number } = {}): Promise<{ pid: number; binding: string; stderr: string }> {
     try {
       mkdirSync(mnt, { recursive: true });
     } catch (err) {
@@ -113,7 +115,9 @@ export class Sandbox {
       if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
     }
     const args = ['--pool', this.pool, 'mount', mnt, '--fuse', this.fuse, '--json', ...(opts.autoReclaim === false ? ['--no-auto-reclaim'] : [])];
-    const r = await run(THINVOL, args, opts.env ? { env: opts.env } : {});
+    const r = opts.umask === undefined
+      ? await run(THINVOL, args, opts.env ? { env: opts.env } : {})
+      : await run('sh', ['-c', `umask ${opts.umask.toString(8).padStart(3, '0')}; exec "$0" "$@"`, THINVOL, ...args], opts.env ? { env: opts.env } : {});
     if (r.code !== 0) {
       const log = await readFile(join(this.pool, 'run', 'daemon.log'), 'utf8').catch(() => '');
       throw new Error(`thinvol ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}\ndaemon.log ends:\n${log.split('\n').slice(-15).join('\n')}`);

@@ -30,9 +30,12 @@ describe('control protocol', () => {
 
   it('frames lines across chunks, and refuses one longer than the limit', () => {
     const r = new LineReader(10);
+    expect(r.partial).to.equal(false);
     expect(r.push('ab')).to.deep.equal([]);
+    expect(r.partial).to.equal(true);
     expect(r.push('c\nde\nf')).to.deep.equal(['abc', 'de']);
     expect(r.push('\n')).to.deep.equal(['f']);
+    expect(r.partial).to.equal(false);
     expect(() => r.push('x'.repeat(11))).to.throw(FsError).with.property('code', 'EMSGSIZE');
   });
 

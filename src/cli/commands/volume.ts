@@ -19,9 +19,17 @@ function sizeArg(text: string): number {
   return n;
 }
 
+function modeArg(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new FsError('EINVAL', `bad mode ${text}: give octal permissions such as 0600 or 0640`);
+  return parseInt(text, 8);
+}
+
+/** A daemon serving the volume has it open (maybe read-only, as `losetup -r` does) and caches its size. */
 function refuseIfInUse(pool: Pool, v: VolumeRecord, action: string): void {
   const h = pool.claimant(v.id);
   if (h) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is open for writing by pid ${h.pid}`);
+  const d = pool.registry.serving(v.id)[0];
+  if (d) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is open through the mount at ${d.mountpoint} (pid ${d.pid})`);
 }
 
 const view = (v: VolumeRecord): object => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes, createdAt: new Date(v.createdAt).toISOString() });
@@ -30,9 +38,10 @@ export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
   return y.command('volume', 'create, list, inspect, resize, rename and delete volumes', (b) => b
     .command('create <name>', 'create a thin volume (no space is allocated until written)', (c) => c
       .positional('name', { type: 'string', demandOption: true })
-      .option('size', { type: 'string', demandOption: true, describe: 'virtual size, e.g. 100G, 16T' }),
+      .option('size', { type: 'string', demandOption: true, describe: 'virtual size, e.g. 100G, 16T' })
+      .option('mode', { type: 'string', default: '0600', describe: 'permissions of the volume file in the mount (octal); volumes are private unless shared here or with chmod' }),
     (a) => withPool(a, (pool) => {
-      const v = pool.createVolume(a.name, sizeArg(a.size));
+      const v = pool.createVolume(a.name, sizeArg(a.size), modeArg(a.mode));
       emit(a.json, { id: v.id, name: v.name, sizeBytes: v.sizeBytes }, () => [`created volume ${v.name}: id ${v.id}, size ${formatSize(v.sizeBytes)} (${v.sizeBytes} bytes)`]);
     }))
     .command('list', 'list volumes', (c) => c, (a) => withPool(a, (pool) => {
