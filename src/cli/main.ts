@@ -23,7 +23,7 @@ export async function main(argv: string[]): Promise<void> {
     .demandCommand(1, 'say which command; see --help')
     .recommendCommands()
     .epilog('A VOLUME is named by its name, or by its id written id:N.\nLogs: DEBUG=thinvol:* traces FUSE operations, allocation decisions and commits.')
-    .fail((msg, err) => { throw err ?? new FsError('EINVAL', msg); }) as unknown as yargs.Argv<GlobalArgs>;
+    .fail((msg, err) => { throw err ?? new FsError('EINVAL', msg.replace(/\n\s*/g, ' ')); }) as unknown as yargs.Argv<GlobalArgs>;
   for (const add of [poolCommand, backendCommand, volumeCommand, mountCommand, dfCommand, mapCommand, checkCommand, reclaimCommand, layoutCommands, statusCommand, quickstartCommand]) y = add(y);
   await y.parseAsync();
 }

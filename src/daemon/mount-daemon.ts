@@ -10,6 +10,7 @@ import { logger } from '../util/log';
 import { findMount, mounts, prepareMountpoint, unmountStrict } from './mountpoint';
 import { HoldService } from './hold-service';
 import { ReclaimService } from './reclaim-service';
+import { SpaceMonitor } from './space-monitor';
 
 const debug = logger('daemon');
 
@@ -55,6 +56,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   // A missing, foreign or truncated backend refuses the mount rather than failing the guest's I/O later.
   for (const b of pool.backendList()) await backends.get(b.id);
   const ops = new FuseOps(pool, backends, holder, daemonId);
+  const space = new SpaceMonitor(pool);
   const reclaim = new ReclaimService(ops);
   // Write histories are kept whether or not reclaim runs by itself: `thinvol reclaim` needs them.
   ops.watcher = reclaim;
@@ -94,8 +96,9 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
       try {
         let freeing = 0;
         for (const ov of ops.openVolumes) freeing += ov.io.freeingBytes;
-        const fence = pool.registry.heartbeat(daemonId, freeing);
+        const fence = pool.registry.heartbeat(daemonId, freeing, ops.queuedWrites);
         if (fence) console.error(`thinvol: this daemon was fenced by change ${fence.change} (${fence.reason}); re-registered`);
+        space.check();
       } catch (err) {
         console.error(`thinvol: heartbeat failed: ${String(err)}`);
       }

@@ -11,8 +11,11 @@ import { VolumeIo } from '../volume/volume-io';
 const debug = logger('fuse');
 
 const SERVE_RETRY_MS = 10;
+/** A write waiting for space looks this often (space may come from another process: backend add, delete). */
+const FULL_POLL_MS = 250;
 
 const O_ACCMODE = 3;
+const O_TRUNC = 0o1000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 /** fallocate(2) modes (linux/falloc.h). */
@@ -80,11 +83,17 @@ export class FuseOps {
   /** Users of each served volume: handles plus internal uses, including those still waiting to start. */
   readonly #serveRefs = new Map<number, number>();
   #nextFd = 1;
+  #queued = 0;
 
   /** `watcher` is set once, before the mount serves requests. */
   watcher: WriterWatcher | undefined;
 
   constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, private readonly daemonId: string) {}
+
+  /** Writes waiting for space (the pool is full, in queue mode). */
+  get queuedWrites(): number {
+    return this.#queued;
+  }
 
   /** Files open through the mount (not counting internal uses). */
   get handleCount(): number {
@@ -211,8 +220,24 @@ export class FuseOps {
       }),
       open: (path: string, flags: number, cb: Cb<number>) => run('open', cb, async () => {
         const v = this.#volume(path);
-        const fd = await this.#openHandle(v, (flags & O_ACCMODE) !== 0);
+        const writable = (flags & O_ACCMODE) !== 0;
+        const fd = await this.#openHandle(v, writable);
         debug('open %s flags %o -> fd %d', path, flags, fd);
+        // Both bindings ask for atomic O_TRUNC: the truncation comes here, where the caller's
+        // own handle is known, rather than as a truncate by path that cannot tell it apart.
+        if (writable && flags & O_TRUNC) {
+          const h = this.#handle(fd);
+          try {
+            if (h.io.size() > 0) {
+              this.#refuseShrinkInUse(v, 1);
+              await h.io.truncate(0);
+            }
+          } catch (err) {
+            this.#handles.delete(fd);
+            await this.#unref(v.id, true);
+            throw err;
+          }
+        }
         return fd;
       }),
       create: (path: string, mode: number, cb: Cb<number>) => run('create', cb, () => {
@@ -233,7 +258,7 @@ export class FuseOps {
         const h = this.#handle(fd);
         if (!h.writable) throw new FsError('EBADF', `handle ${fd} is read-only`);
         checkRange(pos, len);
-        return h.io.write(buf.subarray(0, len), pos);
+        return this.#writeWhenFull(h.io, buf.subarray(0, len), pos);
       }),
       flush: (_path: string, _fd: number, cb: Cb) => cb(0),
       fsync: (_path: string, _datasync: number, fd: number, cb: Cb) => run('fsync', cb, () => this.#handle(fd).io.commit()),
@@ -354,6 +379,43 @@ export class FuseOps {
   /** Runs `fn` on a volume by name, opening it for this daemon if it is not open (a cold reclaim). */
   withVolume<T>(name: string, writable: boolean, fn: (io: VolumeIo) => Promise<T>): Promise<T> {
     return this.#withVolume(this.pool.volume(name), writable, fn);
+  }
+
+  /**
+   * A write that finds the pool full waits for space in queue mode (`pool set --when-full`),
+   * holding no lock meanwhile: reads, overwrites, discards, reclaim and commits go on. It is
+   * retried whole when space appears (a backend added, a delete, a discard, a reclaim) and
+   * fails with ENOSPC after the policy's timeout. Retrying the parts already written rewrites
+   * them with the same bytes.
+   */
+  async #writeWhenFull(io: VolumeIo, data: Buffer, pos: number): Promise<number> {
+    let deadline: number | undefined;
+    let returned = false;
+    for (;;) {
+      try {
+        return await io.write(data, pos);
+      } catch (err) {
+        if (!(err instanceof FsError) || err.code !== 'ENOSPC') throw err;
+        const policy = this.pool.spacePolicy();
+        if (policy.whenFull === 'error') throw err;
+        deadline ??= Date.now() + policy.fullTimeoutS * 1000;
+        if (Date.now() >= deadline) throw err;
+        // Space this daemon's volumes hold in reserve is what a waiting write needs first.
+        const before = this.pool.spaceState().freeBytes;
+        if (!returned) {
+          returned = true;
+          for (const ov of this.#open.values()) ov.io.returnReserve();
+          if (this.pool.spaceState().freeBytes > before) continue;
+        }
+        this.#queued++;
+        try {
+          do await sleep(FULL_POLL_MS);
+          while (Date.now() < deadline && this.pool.spaceState().freeBytes <= before);
+        } finally {
+          this.#queued--;
+        }
+      }
+    }
   }
 
   /**

@@ -54,15 +54,14 @@ export function fuse3Args(fsname: string): string[] {
 
 /**
  * What INIT negotiates. Async direct I/O lets a direct-I/O loop device have many requests in
- * flight; 64 background requests (the kernel's default is 12) keep them flowing. Two of
- * libfuse 3's defaults are dropped because the handler API was written for libfuse 2:
- * ATOMIC_O_TRUNC (open(O_TRUNC) would no longer arrive as a truncate) and AUTO_INVAL_DATA
- * (every commit changes mtime, and the page cache of a volume would be dropped each time).
+ * flight; 64 background requests (the kernel's default is 12) keep them flowing. One of
+ * libfuse 3's defaults is dropped: AUTO_INVAL_DATA (every commit changes mtime, and the page
+ * cache of a volume would be dropped each time). ATOMIC_O_TRUNC stays: open handles O_TRUNC.
  */
 export function fuse3Config(m: Fuse3Module): Fuse3Config {
   return {
     maxWrite: MAX_IO, maxRead: MAX_IO, maxReadahead: MAX_IO, maxBackground: 64, congestionThreshold: 48,
-    wantCaps: m.CAP.ASYNC_DIO, dropCaps: m.CAP.ATOMIC_O_TRUNC | m.CAP.AUTO_INVAL_DATA, threads: 4,
+    wantCaps: m.CAP.ASYNC_DIO | m.CAP.ATOMIC_O_TRUNC, dropCaps: m.CAP.AUTO_INVAL_DATA, threads: 4,
   };
 }
 
@@ -151,7 +150,8 @@ export async function serveLibfuse2(mnt: string, handlers: Record<string, unknow
     // fsname smuggles libfuse 2 options fuse-native has no field for; a comma in the pool path
     // would smuggle more, so refuse it. hard_remove: without it libfuse renames an open file to
     // .fuse_hidden* on unlink instead of asking (the rename fails with EINVAL, not EBUSY).
-    fsname: `${refuseComma(opts.fsname)},big_writes,max_write=131072,hard_remove,max_background=64,congestion_threshold=48`,
+    // atomic_o_trunc: open(O_TRUNC) reaches open, which knows the caller's own handle.
+    fsname: `${refuseComma(opts.fsname)},big_writes,max_write=131072,hard_remove,atomic_o_trunc,max_background=64,congestion_threshold=48`,
     subtype: 'thinvol',
     allowOther: true,
     defaultPermissions: true,

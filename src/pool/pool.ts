@@ -8,13 +8,14 @@ import { FileBackend } from '../backend/file-backend';
 import { identityOf, probeBackend, sameIdentity, writeLabel, type BackendSpec, type ProbedBackend } from '../backend/backend-probe';
 import { LmdbStore } from '../store/lmdb-store';
 import type { MetaStore } from '../store/meta-store';
-import { BLOCK, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type Holder, type Run, type Superblock, type VolumeRecord } from '../store/records';
+import { BLOCK, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type Holder, type Run, type SpaceLevel, type SpacePolicy, type Superblock, type VolumeRecord } from '../store/records';
 import { Allocator, type VolumeChanges } from './allocator';
 import { ChangeLog } from './change-log';
 import { Claims } from './claims';
 import { Registry } from './registry';
 import { Relocation } from './relocation';
 import { SpaceMap } from './space-map';
+import { DEFAULT_SPACE_POLICY, formatThreshold, spaceLevel, thresholdBytes } from './space-policy';
 import { VolumeMap } from './volume-map';
 
 export type { Placement, VolumeChanges, VRange } from './allocator';
@@ -37,6 +38,16 @@ export function checkVolumeSize(size: number): void {
 export function checkFileSize(size: number): void {
   if (!Number.isSafeInteger(size) || size < 0) throw new FsError('EINVAL', `bad volume size ${size}`);
   if (size > MAX_VOLUME_BYTES) throw new FsError('EFBIG', `bad volume size ${size}: the largest volume is ${MAX_VOLUME_BYTES} bytes (4 PiB)`);
+}
+
+export interface SpaceState {
+  level: SpaceLevel;
+  capacityBytes: number;
+  freeBytes: number;
+  queuedWrites: number;
+  lowWaterBytes: number;
+  criticalBytes: number;
+  policy: SpacePolicy;
 }
 
 export interface BackendInit { path: string; kind: 'file' | 'block'; dataStart: number; capacityBytes: number }
@@ -143,6 +154,56 @@ export class Pool {
 
   close(): Promise<void> {
     return this.#store.close();
+  }
+
+  // Space: how full the pool is, and what it does when full.
+
+  spacePolicy(): SpacePolicy {
+    return this.superblock().space ?? DEFAULT_SPACE_POLICY;
+  }
+
+  /** Changes the policy; `onLowSpace` "" removes the hook. The critical level must lie below the low-water mark. */
+  setSpacePolicy(change: Omit<Partial<SpacePolicy>, 'onLowSpace'>, onLowSpace?: string): SpacePolicy {
+    return this.#store.txn(() => {
+      const sb = this.superblock();
+      const { onLowSpace: oldHook, ...rest } = { ...(sb.space ?? DEFAULT_SPACE_POLICY), ...change };
+      const hook = onLowSpace === undefined ? oldHook : onLowSpace || undefined;
+      const space: SpacePolicy = hook === undefined ? rest : { ...rest, onLowSpace: hook };
+      const capacity = this.backendList().reduce((n, b) => n + b.capacityBytes, 0);
+      if (thresholdBytes(space.critical, capacity) > thresholdBytes(space.lowWater, capacity)) {
+        throw new FsError('EINVAL', `the critical level (${formatThreshold(space.critical)}) must not lie above the low-water mark (${formatThreshold(space.lowWater)})`);
+      }
+      this.#store.meta.put('super', { ...sb, space });
+      return space;
+    });
+  }
+
+  /** Free space (neither allocated nor reserved), the thresholds in bytes, writes waiting in live daemons, and the level. */
+  spaceState(): SpaceState {
+    const policy = this.spacePolicy();
+    let capacityBytes = 0;
+    let freeBytes = 0;
+    for (const b of this.backendList()) {
+      capacityBytes += b.capacityBytes;
+      freeBytes += b.capacityBytes - b.allocatedBytes - b.reservedBytes;
+    }
+    const queuedWrites = this.registry.list().reduce((n, d) => n + (d.queuedWrites ?? 0), 0);
+    return {
+      level: spaceLevel(policy, capacityBytes, freeBytes, queuedWrites), capacityBytes, freeBytes, queuedWrites,
+      lowWaterBytes: thresholdBytes(policy.lowWater, capacityBytes), criticalBytes: thresholdBytes(policy.critical, capacityBytes), policy,
+    };
+  }
+
+  /** Records `level` as the pool's announced level; returns the previous one if it changed (the caller announces the crossing). */
+  announceSpaceLevel(level: SpaceLevel): SpaceLevel | undefined {
+    if ((this.superblock().spaceLevel ?? 'ok') === level) return undefined;
+    return this.#store.txn(() => {
+      const sb = this.superblock();
+      const prev = sb.spaceLevel ?? 'ok';
+      if (prev === level) return undefined;
+      this.#store.meta.put('super', { ...sb, spaceLevel: level });
+      return prev;
+    });
   }
 
   // Backends

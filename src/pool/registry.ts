@@ -53,12 +53,12 @@ export class Registry {
    * Records a heartbeat. A daemon that finds itself fenced re-registers here (a new epoch,
    * its stale holds dropped) and gets the fence back so it can say so.
    */
-  heartbeat(id: string, freeingBytes = 0): Fence | undefined {
+  heartbeat(id: string, freeingBytes = 0, queuedWrites = 0): Fence | undefined {
     return this.store.txn(() => {
       const d = this.store.daemons.get(id);
       if (!d) return undefined;
       const { fenced, ...rest } = d;
-      this.store.daemons.put(id, fenced ? { ...rest, heartbeatAt: Date.now(), epoch: d.epoch + 1, holds: [], freeingBytes } : { ...d, heartbeatAt: Date.now(), freeingBytes });
+      this.store.daemons.put(id, fenced ? { ...rest, heartbeatAt: Date.now(), epoch: d.epoch + 1, holds: [], freeingBytes, queuedWrites } : { ...d, heartbeatAt: Date.now(), freeingBytes, queuedWrites });
       return fenced;
     });
   }

@@ -15,7 +15,28 @@ export interface Superblock {
   createdAt: number;
   nextVolumeId: number;
   nextBackendId: number;
+  /** `pool set`'s choices; absent: the defaults (pool/space-policy.ts). */
+  space?: SpacePolicy;
+  /** The space level last announced (logged, hook run), so that each crossing is announced once pool-wide. */
+  spaceLevel?: SpaceLevel;
 }
+
+/** A threshold of free space: a share of the pool's capacity, or a size. */
+export type Threshold = { pct: number } | { bytes: number };
+
+export interface SpacePolicy {
+  /** Below this much free space the pool is low on space. */
+  lowWater: Threshold;
+  /** Below this much it is critical. */
+  critical: Threshold;
+  /** A write that needs new space when there is none: wait for space (up to fullTimeoutS), or fail at once with ENOSPC. */
+  whenFull: 'queue' | 'error';
+  fullTimeoutS: number;
+  /** Run (by `sh -c`) once per downward crossing of a level, by the daemon that sees it first. */
+  onLowSpace?: string;
+}
+
+export type SpaceLevel = 'ok' | 'lowSpace' | 'critical' | 'outOfSpace';
 
 export interface BackendRecord {
   id: number;
@@ -82,6 +103,8 @@ export interface DaemonRecord extends Holder {
   fenced?: Fence;
   /** Space its volumes discarded that their next commit (within a second) gives back. */
   freeingBytes?: number;
+  /** Writes waiting for space in this daemon (a full pool in queue mode). */
+  queuedWrites?: number;
   /** The FUSE binding serving its mount: 'libfuse3' or 'libfuse2' (absent in older records). */
   binding?: string;
 }

@@ -212,6 +212,11 @@ export class VolumeIo {
     this.#alloc.onDraining();
   }
 
+  /** Gives back the reserved space not yet written (the pool is full: another volume may need it). */
+  returnReserve(): void {
+    this.#alloc.returnReservation();
+  }
+
   /** Called when the last writer closes: commits, then hands back what is reserved. */
   async close(): Promise<void> {
     await this.commit();

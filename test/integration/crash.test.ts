@@ -52,7 +52,8 @@ for (const fuse of BINDINGS) {
       await fs.rm(b);
     });
 
-    it('a full pool answers ENOSPC, keeps serving, and writes work again once space is freed', async () => {
+    it('a full pool with --when-full error answers ENOSPC at once, keeps serving, and writes work again once space is freed', async () => {
+      await sb.cliOk('pool', 'set', '--when-full', 'error');
       await sb.cliOk('volume', 'create', 'big', '--size', '1G');
       await sb.cliOk('volume', 'create', 'keep', '--size', '16M');
       const keep = randomBytes(8 * 2 ** 20);
@@ -68,6 +69,7 @@ for (const fuse of BINDINGS) {
       expect(check.code, check.stdout).to.equal(0);
       await fs.rm(join(sb.mnt, 'again'));
       await fs.rm(join(sb.mnt, 'keep'));
+      await sb.cliOk('pool', 'set', '--when-full', 'queue');
     });
 
     it('a second daemon cannot open a volume for writing while the first has it open', async () => {

@@ -44,8 +44,10 @@ export class MemFs {
       },
       readdir: (_path: string, cb: Cb) => cb(0, [...this.files.keys()]),
       statfs: (_path: string, cb: Cb) => cb(0, { bsize: 4096, frsize: 4096, blocks: 1000, bfree: 500, bavail: 500, files: this.files.size, ffree: 100, favail: 100, fsid: 0, flag: 0, namemax: 255 }),
-      open: (path: string, _flags: number, cb: Cb) => {
+      open: (path: string, flags: number, cb: Cb) => {
         if (!this.files.has(path.slice(1))) return cb(-E.ENOENT);
+        // The binding asks for atomic O_TRUNC: the truncation is the handler's.
+        if (flags & 0o1000) this.files.set(path.slice(1), Buffer.alloc(0));
         const fd = this.#nextFd++;
         this.handles.set(fd, path.slice(1));
         return cb(0, fd);

@@ -1,5 +1,6 @@
 import type { Argv } from 'yargs';
 import type { Pool } from '../../pool/pool';
+import type { SpaceLevel } from '../../store/records';
 import { formatSize } from '../../util/size';
 import { withPool, type GlobalArgs } from '../context';
 import { emit, table } from '../output';
@@ -9,6 +10,7 @@ export function poolUsage(pool: Pool): {
   backends: { id: number; path: string; capacityBytes: number; allocatedBytes: number; freeBytes: number }[];
   volumes: { id: number; name: string; sizeBytes: number; allocatedBytes: number; reclaimedBytes: number }[];
   reclaimedBytes: number;
+  space: SpaceView;
 } {
   const backends = pool.backendList().map((b) => ({ id: b.id, path: b.path, capacityBytes: b.capacityBytes, allocatedBytes: b.allocatedBytes, reservedBytes: b.reservedBytes, freeBytes: b.capacityBytes - b.allocatedBytes - b.reservedBytes }));
   const volumes = pool.volumeList().map((v) => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes, reclaimedBytes: v.reclaimedBytes ?? 0 }));
@@ -24,7 +26,21 @@ export function poolUsage(pool: Pool): {
     reclaimedBytes: sum(volumes, (v) => v.reclaimedBytes),
     backends,
     volumes,
+    space: spaceView(pool),
   };
+}
+
+/** The pool's space level (ok, lowSpace, critical, outOfSpace) with its thresholds, for df and status. */
+export interface SpaceView { level: SpaceLevel; freeBytes: number; lowWaterBytes: number; criticalBytes: number; queuedWrites: number; whenFull: 'queue' | 'error'; fullTimeoutS: number }
+
+export function spaceView(pool: Pool): SpaceView {
+  const s = pool.spaceState();
+  return { level: s.level, freeBytes: s.freeBytes, lowWaterBytes: s.lowWaterBytes, criticalBytes: s.criticalBytes, queuedWrites: s.queuedWrites, whenFull: s.policy.whenFull, fullTimeoutS: s.policy.fullTimeoutS };
+}
+
+export function spaceLine(s: SpaceView): string {
+  const state = s.level === 'ok' ? 'ok' : s.level === 'lowSpace' ? 'LOW' : s.level === 'critical' ? 'CRITICAL' : 'OUT OF SPACE';
+  return `space: ${state} (free ${formatSize(s.freeBytes)}; low-water ${formatSize(s.lowWaterBytes)}, critical ${formatSize(s.criticalBytes)}; when full: ${s.whenFull === 'queue' ? `writes wait up to ${s.fullTimeoutS} s` : 'writes fail'})${s.queuedWrites > 0 ? `, ${s.queuedWrites} write(s) waiting for space` : ''}`;
 }
 
 export function dfCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
@@ -34,6 +50,7 @@ export function dfCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       const pct = (n: number, d: number): string => (d === 0 ? '-' : `${((100 * n) / d).toFixed(1)}%`);
       emit(a.json, u, () => [
         `pool ${pool.dir}: capacity ${formatSize(u.capacityBytes)}, allocated ${formatSize(u.allocatedBytes)} (${pct(u.allocatedBytes, u.capacityBytes)}), free ${formatSize(u.freeBytes)}${u.freeingBytes > 0 ? ` (+${formatSize(u.freeingBytes)} being freed)` : ''}${u.reservedBytes > 0 ? `, reserved by open volumes ${formatSize(u.reservedBytes)}` : ''}, provisioned ${formatSize(u.provisionedBytes)} (${pct(u.provisionedBytes, u.capacityBytes)} of capacity), reclaimed so far ${formatSize(u.reclaimedBytes)}`,
+        spaceLine(u.space),
         '',
         ...table([['BACKEND', 'PATH', 'CAPACITY', 'ALLOCATED', 'FREE'], ...u.backends.map((b) => [String(b.id), b.path, formatSize(b.capacityBytes), formatSize(b.allocatedBytes), formatSize(b.freeBytes)])]),
         '',

@@ -7,24 +7,25 @@ import { leaseLive } from '../../pool/registry';
 import { formatSize } from '../../util/size';
 import { withPool, type GlobalArgs } from '../context';
 import { emit, table } from '../output';
+import { spaceLine, spaceView, type SpaceView } from './df';
 import { summarize } from './layout';
 
 const BAR = 30;
 
-interface StatusDaemon { id: string; pid: number; mountpoint: string; binding: string; health: string; heartbeatAgeMs: number; epoch: number; volumes: string[]; holds: number; fenced?: { change: number; reason: string } }
-interface Status { daemons: StatusDaemon[]; controller?: { pid: number; change: number }; running?: ChangeRecord; changes: ChangeRecord[] }
+interface StatusDaemon { id: string; pid: number; mountpoint: string; binding: string; health: string; heartbeatAgeMs: number; epoch: number; volumes: string[]; holds: number; queuedWrites: number; fenced?: { change: number; reason: string } }
+interface Status { space: SpaceView; daemons: StatusDaemon[]; controller?: { pid: number; change: number }; running?: ChangeRecord; changes: ChangeRecord[] }
 
 function snapshot(pool: Pool): Status {
   const daemons = pool.registry.list().map((d) => ({
     id: d.id, pid: d.pid, mountpoint: d.mountpoint, binding: d.binding ?? 'libfuse2', health: pool.registry.health(d, LATE_MS), heartbeatAgeMs: Date.now() - d.heartbeatAt,
-    epoch: d.epoch, volumes: d.volumes.map((v) => pool.volumeById(v)?.name ?? String(v)), holds: d.holds.length,
+    epoch: d.epoch, volumes: d.volumes.map((v) => pool.volumeById(v)?.name ?? String(v)), holds: d.holds.length, queuedWrites: d.queuedWrites ?? 0,
     ...(d.fenced ? { fenced: { change: d.fenced.change, reason: d.fenced.reason } } : {}),
   }));
   const lease = pool.changes.lease();
   const changes = pool.changes.recent(10);
   const live = leaseLive(lease);
   const running = live ? changes.find((c) => c.id === lease.change) : undefined;
-  return { daemons, ...(live ? { controller: { pid: lease.pid, change: lease.change } } : {}), ...(running ? { running } : {}), changes };
+  return { space: spaceView(pool), daemons, ...(live ? { controller: { pid: lease.pid, change: lease.change } } : {}), ...(running ? { running } : {}), changes };
 }
 
 function bar(done: number, total: number): string {
@@ -34,11 +35,11 @@ function bar(done: number, total: number): string {
 }
 
 function render(s: Status): string[] {
-  const lines = ['DAEMONS'];
+  const lines = [spaceLine(s.space), '', 'DAEMONS'];
   if (s.daemons.length === 0) lines.push('  none');
   else {
-    lines.push(...table([['PID', 'MOUNTPOINT', 'BINDING', 'HEALTH', 'HEARTBEAT', 'EPOCH', 'HOLDS', 'VOLUMES'],
-      ...s.daemons.map((d) => [String(d.pid), d.mountpoint, d.binding, d.fenced ? `fenced (change ${d.fenced.change}: ${d.fenced.reason})` : d.health, `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`, String(d.epoch), String(d.holds), d.volumes.join(',') || '-'])]).map((l) => `  ${l}`));
+    lines.push(...table([['PID', 'MOUNTPOINT', 'BINDING', 'HEALTH', 'HEARTBEAT', 'EPOCH', 'HOLDS', 'WAITING', 'VOLUMES'],
+      ...s.daemons.map((d) => [String(d.pid), d.mountpoint, d.binding, d.fenced ? `fenced (change ${d.fenced.change}: ${d.fenced.reason})` : d.health, `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`, String(d.epoch), String(d.holds), String(d.queuedWrites), d.volumes.join(',') || '-'])]).map((l) => `  ${l}`));
   }
   lines.push('', 'CHANGE IN PROGRESS');
   const c = s.running;

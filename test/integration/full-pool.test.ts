@@ -1,0 +1,173 @@
+import { expect } from 'chai';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { dropCaches, must, needs, run, Sandbox, sleep } from '../support/sandbox';
+
+const MiB = 2 ** 20;
+
+interface SpaceView { level: string; freeBytes: number; lowWaterBytes: number; criticalBytes: number; queuedWrites: number; whenFull: string; fullTimeoutS: number }
+
+async function space(sb: Sandbox): Promise<SpaceView> {
+  return (await sb.json<{ space: SpaceView }>('status')).space;
+}
+
+/** Polls `status` until some write waits for space; fails after `ms`. */
+async function untilQueued(sb: Sandbox, ms: number): Promise<SpaceView> {
+  for (const end = Date.now() + ms; Date.now() < end; await sleep(250)) {
+    const s = await space(sb);
+    if (s.queuedWrites > 0) return s;
+  }
+  throw new Error(`no write waited for space within ${ms} ms`);
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+describe('pool set: low-space thresholds and the full-pool policy', function () {
+  const sb = new Sandbox();
+  before(() => sb.createPool('b1:100M'));
+  after(() => sb.cleanup());
+
+  it('shows the defaults, keeps what is set across daemon restarts, and refuses bad values in one line', async () => {
+    expect(await sb.json<object>('pool', 'set')).to.deep.equal({ lowWater: { pct: 10 }, critical: { pct: 2 }, whenFull: 'queue', fullTimeoutS: 60 });
+    await sb.cliOk('pool', 'set', '--low-water', '20M', '--critical', '5%', '--full-timeout', '7', '--on-low-space', 'true');
+    await sb.mount();
+    await sb.umount();
+    await sb.mount();
+    expect(await sb.json<object>('pool', 'set')).to.deep.equal({ lowWater: { bytes: 20 * MiB }, critical: { pct: 5 }, whenFull: 'queue', fullTimeoutS: 7, onLowSpace: 'true' });
+    const { capacityBytes } = await sb.json<{ capacityBytes: number }>('df');
+    expect(await space(sb)).to.include({ level: 'ok', lowWaterBytes: 20 * MiB, criticalBytes: Math.floor((capacityBytes * 5) / 100), fullTimeoutS: 7 });
+    for (const bad of [['--low-water', '120%'], ['--critical', 'lots'], ['--full-timeout', '-1'], ['--when-full', 'sometimes'], ['--critical', '50%']]) {
+      const r = await sb.cli('pool', 'set', ...bad);
+      expect(r.code, bad.join(' ')).to.not.equal(0);
+      expect(r.stderr.trim().split('\n'), bad.join(' ')).to.have.length(1);
+    }
+    expect(await sb.json<object>('pool', 'set', '--on-low-space', '')).to.not.have.property('onLowSpace');
+    await sb.cliOk('pool', 'set', '--low-water', '10%', '--critical', '2%', '--full-timeout', '60');
+    await sb.umount();
+  });
+});
+
+describe('a full pool in queue mode: writers wait for space instead of failing', function () {
+  const sb = new Sandbox();
+  let hookLog: string;
+  before(async () => {
+    await sb.createPool('b1:96M');
+    hookLog = join(sb.dir, 'hook.log');
+    await sb.cliOk('pool', 'set', '--low-water', '40%', '--critical', '20%', '--on-low-space', `echo "$THINVOL_LEVEL $THINVOL_FREE_BYTES $THINVOL_POOL" >> ${hookLog}`);
+    await sb.mount();
+  });
+  after(() => sb.cleanup());
+
+  it('a writer waits while full (reads and other volumes go on), finishes once a volume is deleted; the hook ran once per crossing', async () => {
+    await sb.cliOk('volume', 'create', 'filler', '--size', '64M');
+    await must('dd', ['if=/dev/urandom', `of=${join(sb.mnt, 'filler')}`, 'bs=1M', 'count=60', 'conv=notrunc,fsync', 'status=none']);
+    await sb.cliOk('volume', 'create', 'other', '--size', '16M');
+    const other = randomBytes(4 * MiB);
+    await fs.writeFile(join(sb.mnt, 'other'), other, { flag: 'r+' });
+    await sb.cliOk('volume', 'create', 'w', '--size', '64M');
+    const data = randomBytes(48 * MiB);
+    const src = join(sb.dir, 'src');
+    writeFileSync(src, data);
+    const writer = run('dd', [`if=${src}`, `of=${join(sb.mnt, 'w')}`, 'bs=1M', 'conv=notrunc,fsync', 'status=none']);
+    const s = await untilQueued(sb, 30_000);
+    expect(s.level).to.equal('outOfSpace');
+    // Meanwhile: reads, and overwrites of mapped blocks of another volume, are served.
+    expect((await fs.readFile(join(sb.mnt, 'other'))).subarray(0, other.length).equals(other)).to.equal(true);
+    const fresh = randomBytes(MiB);
+    await fs.writeFile(join(sb.mnt, 'other'), fresh, { flag: 'r+' });
+    await sleep(1000);
+    expect(await Promise.race([writer.then(() => 'exited'), sleep(10).then(() => 'waiting')])).to.equal('waiting');
+    await sb.cliOk('volume', 'delete', 'filler');
+    const r = await writer;
+    expect(r.code, r.stderr).to.equal(0);
+    await dropCaches();
+    const back = (await fs.readFile(join(sb.mnt, 'w'))).subarray(0, data.length);
+    expect(sha(back)).to.equal(sha(data));
+    expect((await space(sb)).queuedWrites).to.equal(0);
+    const check = await sb.cli('check');
+    expect(check.code, check.stdout + check.stderr).to.equal(0);
+    // Crossings down, each once (then back up after the delete, which runs no hook).
+    for (let i = 0; i < 20 && !existsSync(hookLog); i++) await sleep(250);
+    // A level passed within one heartbeat (critical, when the pool fills fast) is not announced.
+    const levels = readFileSync(hookLog, 'utf8').trim().split('\n').map((l) => l.split(' '));
+    const order = ['lowSpace', 'critical', 'outOfSpace'];
+    const seen = levels.map((l) => order.indexOf(l[0] ?? ''));
+    expect(seen[0], 'the first crossing').to.be.at.least(0);
+    expect(seen, 'each crossing once, downward').to.deep.equal([...seen].sort().filter((v, i, a) => a.indexOf(v) === i));
+    expect(levels[levels.length - 1]?.[0]).to.equal('outOfSpace');
+    for (const l of levels) expect(l[2]).to.equal(sb.pool);
+    expect(readFileSync(join(sb.pool, 'run', 'daemon.log'), 'utf8')).to.match(/pool space outOfSpace/);
+    await fs.rm(join(sb.mnt, 'w'));
+    await fs.rm(join(sb.mnt, 'other'));
+  });
+
+  it('with --full-timeout 3 a waiting writer gets ENOSPC after about 3 s, the daemon keeps serving, fsynced data is intact', async () => {
+    await sb.cliOk('pool', 'set', '--full-timeout', '3');
+    await sb.cliOk('volume', 'create', 'kept', '--size', '64M');
+    const kept = randomBytes(32 * MiB);
+    await fs.writeFile(join(sb.mnt, 'kept'), kept, { flag: 'r+' });
+    const fh = await fs.open(join(sb.mnt, 'kept'), 'r+');
+    await fh.sync();
+    await fh.close();
+    await sb.cliOk('volume', 'create', 'over', '--size', '128M');
+    const t0 = Date.now();
+    const r = await run('dd', ['if=/dev/urandom', `of=${join(sb.mnt, 'over')}`, 'bs=1M', 'count=100', 'conv=notrunc,fsync', 'status=none']);
+    const ms = Date.now() - t0;
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(/No space left on device/);
+    expect(ms).to.be.at.least(2500);
+    await dropCaches();
+    expect((await fs.readFile(join(sb.mnt, 'kept'))).subarray(0, kept.length).equals(kept)).to.equal(true);
+    expect((await space(sb)).queuedWrites).to.equal(0);
+    await fs.rm(join(sb.mnt, 'over'));
+    await fs.rm(join(sb.mnt, 'kept'));
+    await sb.cliOk('pool', 'set', '--full-timeout', '60');
+  });
+});
+
+describe('ext4 on a loop device over an over-committed pool, filled: the guest waits, backend add lets it finish', function () {
+  const sb = new Sandbox();
+  let dev: string;
+  const fsDir = (): string => join(sb.dir, 'fs');
+  before(async function () {
+    await needs(this, 'mkfs.ext4', 'e2fsck');
+    await sb.createPool('b1:160M');
+    await sb.mount();
+    await sb.cliOk('volume', 'create', 'g', '--size', '1G');
+    dev = await sb.losetup(join(sb.mnt, 'g'));
+    await must('mkfs.ext4', ['-q', dev]);
+    await sb.mountFs(dev, fsDir());
+  });
+  after(() => sb.cleanup());
+
+  it('no I/O error and no journal abort, the data verifies after remount, e2fsck and check are clean', async () => {
+    const data = randomBytes(240 * MiB);
+    const src = join(sb.dir, 'src');
+    writeFileSync(src, data);
+    const dmesgBefore = (await must('dmesg', [])).split('\n').length;
+    const writer = run('dd', [`if=${src}`, `of=${join(fsDir(), 'big')}`, 'bs=1M', 'conv=fsync', 'status=none']);
+    await untilQueued(sb, 60_000);
+    await sleep(2000);
+    expect(await Promise.race([writer.then(() => 'exited'), sleep(10).then(() => 'waiting')])).to.equal('waiting');
+    await sb.cliOk('backend', 'add', `${join(sb.dir, 'b2')}:256M`);
+    const r = await writer;
+    expect(r.code, r.stderr).to.equal(0);
+    const kernel = (await must('dmesg', [])).split('\n').slice(dmesgBefore).join('\n');
+    const name = dev.replace('/dev/', '');
+    expect(kernel).to.not.match(new RegExp(`(${name}|EXT4-fs).*(abort|I/O error|error)`, 'i'));
+    await sb.umountFs(fsDir());
+    await sb.detach(dev);
+    await sb.umount();
+    await sb.mount();
+    dev = await sb.losetup(join(sb.mnt, 'g'));
+    const fsck = await run('e2fsck', ['-fn', dev]);
+    expect(fsck.code, fsck.stdout + fsck.stderr).to.equal(0);
+    await sb.mountFs(dev, fsDir(), ['-o', 'ro']);
+    expect(sha(await fs.readFile(join(fsDir(), 'big')))).to.equal(sha(data));
+    await sb.umountFs(fsDir());
+    await sb.detach(dev);
+    const check = await sb.cli('check');
+    expect(check.code, check.stdout + check.stderr).to.equal(0);
+  });
+});
