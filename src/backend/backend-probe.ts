@@ -29,6 +29,13 @@ export interface ProbedBackend { path: string; kind: 'file' | 'block'; capacityB
  * at its start without being a thinvol backend. A thinvol label is returned for the caller to
  * judge. capacityBytes is the data space after the label, rounded down to 4 KiB.
  */
+/** A block device's size now, from sysfs (it may have grown since it was added). */
+export async function blockDeviceBytes(p: string): Promise<number> {
+  const sectors = await fs.readFile(`/sys/class/block/${basename(await fs.realpath(p))}/size`, 'utf8')
+    .catch(() => { throw new FsError('EINVAL', `backend ${p}: size of block device unknown`); });
+  return Number(sectors) * 512;
+}
+
 export async function probeBackend(spec: BackendSpec): Promise<ProbedBackend> {
   const p = spec.path;
   const st = await fs.stat(p).catch((err: NodeJS.ErrnoException) => {
@@ -39,15 +46,14 @@ export async function probeBackend(spec: BackendSpec): Promise<ProbedBackend> {
   let size: number;
   if (st?.isBlockDevice()) {
     if (spec.sizeBytes !== undefined) throw new FsError('EINVAL', `cannot use backend ${p}: a block device is used whole, drop ":SIZE"`);
-    const sectors = await fs.readFile(`/sys/class/block/${basename(await fs.realpath(p))}/size`, 'utf8')
-      .catch(() => { throw new FsError('EINVAL', `cannot use backend ${p}: size of block device unknown`); });
+    const bytes = await blockDeviceBytes(p);
     // O_EXCL on a block device fails while it is mounted or claimed by another exclusive user.
     const probe = await fs.open(p, constants.O_RDONLY | constants.O_EXCL).catch((err: NodeJS.ErrnoException) => {
       throw new FsError('EBUSY', `cannot use backend ${p}: ${err.code === 'EBUSY' ? 'the device is in use (mounted, or claimed by another program)' : err.message}`);
     });
     await probe.close();
     kind = 'block';
-    size = Number(sectors) * 512;
+    size = bytes;
   } else {
     if (st && !st.isFile()) throw new FsError('EINVAL', `cannot use backend ${p}: not a regular file or block device`);
     if (!st && spec.sizeBytes === undefined) throw new FsError('ENOENT', `backend ${p} does not exist; give a size to create it (${p}:10G)`);

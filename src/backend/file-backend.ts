@@ -1,4 +1,4 @@
-import { close, fdatasync, fstat, open, read, write, constants } from 'node:fs';
+import { close, fdatasync, fstat, ftruncate, open, read, write, constants } from 'node:fs';
 import { promisify } from 'node:util';
 import { lockFile } from '../native/flock';
 import { FsError } from '../util/errors';
@@ -11,6 +11,7 @@ const readP = promisify(read);
 const writeP = promisify(write);
 const fdatasyncP = promisify(fdatasync);
 const closeP = promisify(close);
+const ftruncateP = promisify(ftruncate);
 const fstatP = promisify(fstat);
 
 const ioError = (message: string): FsError => new FsError('EIO', message);
@@ -76,6 +77,16 @@ export class FileBackend implements Backend {
     if (target <= this.#durable) return;
     await fdatasyncP(this.fd);
     this.#durable = Math.max(this.#durable, target);
+  }
+
+  /**
+   * Extends a file backend (sparse) to `size` bytes, durably: the size is on disk before the
+   * transaction that hands the new space out.
+   */
+  async growTo(size: number): Promise<void> {
+    if ((await fstatP(this.fd)).size >= size) return;
+    await ftruncateP(this.fd, size);
+    await fdatasyncP(this.fd);
   }
 
   close(): Promise<void> {

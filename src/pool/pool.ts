@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { DATA_START } from '../backend/backend-label';
 import { BackendSet } from '../backend/backend-set';
 import { FileBackend } from '../backend/file-backend';
-import { identityOf, probeBackend, sameIdentity, writeLabel, type BackendSpec, type ProbedBackend } from '../backend/backend-probe';
+import { blockDeviceBytes, identityOf, probeBackend, sameIdentity, writeLabel, type BackendSpec, type ProbedBackend } from '../backend/backend-probe';
 import { LmdbStore } from '../store/lmdb-store';
 import type { MetaStore } from '../store/meta-store';
 import { BLOCK, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type Holder, type Run, type SpaceLevel, type SpacePolicy, type Superblock, type VolumeRecord } from '../store/records';
@@ -236,6 +236,51 @@ export class Pool {
   }
 
   /** Takes an empty backend out of the pool. */
+  /**
+   * Grows a backend online to `capacityBytes` of data space (a file is extended, sparse), or for
+   * a block device to what the device now holds. The new tail joins the free table in the same
+   * transaction that records the capacity. Only growth: shrink a pool by draining a backend.
+   */
+  async growBackend(id: number, capacityBytes: number | undefined): Promise<BackendRecord> {
+    const b = this.backend(id);
+    let target: number;
+    if (b.kind === 'block') {
+      if (capacityBytes !== undefined) throw new FsError('EINVAL', `backend ${id} is a block device, used whole: grow the device, then run backend resize ${id} without a size to take the new space`);
+      target = Math.floor(((await blockDeviceBytes(b.path)) - b.dataStart) / BLOCK) * BLOCK;
+    } else {
+      if (capacityBytes === undefined) throw new FsError('EINVAL', `backend ${id} is a file: give its new size`);
+      target = Math.floor(capacityBytes / BLOCK) * BLOCK;
+    }
+    if (target < b.capacityBytes) throw new FsError('EINVAL', `backend ${id} holds ${b.capacityBytes} bytes of data space; it can only grow (to shrink the pool, drain a backend onto the others)`);
+    if (target === b.capacityBytes) return b;
+    if (b.kind === 'file') {
+      const fb = await FileBackend.open(b, this.superblock().uuid);
+      try {
+        await fb.growTo(b.dataStart + target);
+      } finally {
+        await fb.close();
+      }
+    }
+    return this.#store.txn(() => {
+      const rec = this.backend(id);
+      if (rec.capacityBytes !== b.capacityBytes) throw new FsError('EAGAIN', `backend ${id} changed size meanwhile; run the command again`);
+      const grown = { ...rec, capacityBytes: target };
+      this.#store.backends.put(id, grown);
+      this.space.give({ backend: id, start: rec.dataStart + rec.capacityBytes, len: target - rec.capacityBytes });
+      return grown;
+    });
+  }
+
+  setAutoextend(id: number, autoextend: BackendRecord['autoextend']): BackendRecord {
+    return this.#store.txn(() => {
+      const { autoextend: _old, ...rec } = this.backend(id);
+      if (autoextend !== undefined && rec.kind !== 'file') throw new FsError('EINVAL', `backend ${id} is a block device: only file backends can grow by themselves`);
+      const next = autoextend === undefined ? rec : { ...rec, autoextend };
+      this.#store.backends.put(id, next);
+      return next;
+    });
+  }
+
   async removeBackend(id: number): Promise<BackendRecord> {
     const b = this.#store.txn(() => {
       const rec = this.backend(id);

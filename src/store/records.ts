@@ -52,6 +52,8 @@ export interface BackendRecord {
   reservedBytes: number;
   /** Set by `backend drain`: nothing new is allocated here. */
   draining?: boolean;
+  /** A file backend grown by `stepBytes` (up to `maxBytes` of data) whenever the pool is low on space. */
+  autoextend?: { stepBytes: number; maxBytes: number };
 }
 
 export interface VolumeRecord {

@@ -171,3 +171,60 @@ describe('ext4 on a loop device over an over-committed pool, filled: the guest w
     expect(check.code, check.stdout + check.stderr).to.equal(0);
   });
 });
+
+describe('growing backends online: backend resize, and autoextend when the pool runs low', function () {
+  const sb = new Sandbox();
+  before(async () => {
+    await sb.createPool('b1:64M');
+    await sb.mount();
+  });
+  after(() => sb.cleanup());
+
+  async function capacity(): Promise<number> {
+    return (await sb.json<{ capacityBytes: number }>('df')).capacityBytes;
+  }
+
+  it('backend resize grows a file backend while a writer waits for space, and the writer finishes; shrinking is refused', async () => {
+    await sb.cliOk('volume', 'create', 'v', '--size', '256M');
+    const data = randomBytes(100 * MiB);
+    const src = join(sb.dir, 'src');
+    writeFileSync(src, data);
+    const writer = run('dd', [`if=${src}`, `of=${join(sb.mnt, 'v')}`, 'bs=1M', 'conv=notrunc,fsync', 'status=none']);
+    await untilQueued(sb, 30_000);
+    const shrink = await sb.cli('backend', 'resize', '1', '32M');
+    expect(shrink.code).to.not.equal(0);
+    expect(shrink.stderr.trim().split('\n')).to.have.length(1);
+    expect(shrink.stderr).to.match(/only grow/);
+    await sb.cliOk('backend', 'resize', '1', '200M');
+    expect(await capacity()).to.equal(199 * MiB);
+    const r = await writer;
+    expect(r.code, r.stderr).to.equal(0);
+    await dropCaches();
+    expect(sha((await fs.readFile(join(sb.mnt, 'v'))).subarray(0, data.length))).to.equal(sha(data));
+    const check = await sb.cli('check');
+    expect(check.code, check.stdout + check.stderr).to.equal(0);
+    await fs.rm(join(sb.mnt, 'v'));
+  });
+
+  it('autoextend grows the backend file step by step while the pool is low, up to its max; the writer never waits long', async () => {
+    const before = await capacity();
+    await sb.cliOk('backend', 'set', '1', '--autoextend', '64M', '--max', '400M');
+    const bad = await sb.cli('backend', 'set', '1', '--autoextend', '64M');
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.match(/--max/);
+    await sb.cliOk('volume', 'create', 'auto', '--size', '512M');
+    const data = randomBytes(300 * MiB);
+    const src = join(sb.dir, 'src');
+    writeFileSync(src, data);
+    const r = await run('dd', [`if=${src}`, `of=${join(sb.mnt, 'auto')}`, 'bs=1M', 'conv=notrunc,fsync', 'status=none']);
+    expect(r.code, r.stderr).to.equal(0);
+    const after = await capacity();
+    expect(after).to.be.above(before);
+    expect(after).to.be.at.most(399 * MiB);
+    expect(readFileSync(join(sb.pool, 'run', 'daemon.log'), 'utf8')).to.match(/autoextended backend 1/);
+    await dropCaches();
+    expect(sha((await fs.readFile(join(sb.mnt, 'auto'))).subarray(0, data.length))).to.equal(sha(data));
+    const check = await sb.cli('check');
+    expect(check.code, check.stdout + check.stderr).to.equal(0);
+  });
+});
