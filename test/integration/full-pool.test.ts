@@ -126,51 +126,54 @@ describe('a full pool in queue mode: writers wait for space instead of failing',
   });
 });
 
-describe('ext4 on a loop device over an over-committed pool, filled: the guest waits, backend add lets it finish', function () {
-  const sb = new Sandbox();
-  let dev: string;
-  const fsDir = (): string => join(sb.dir, 'fs');
-  before(async function () {
-    await needs(this, 'mkfs.ext4', 'e2fsck');
-    await sb.createPool('b1:160M');
-    await sb.mount();
-    await sb.cliOk('volume', 'create', 'g', '--size', '1G');
-    dev = await sb.losetup(join(sb.mnt, 'g'));
-    await must('mkfs.ext4', ['-q', dev]);
-    await sb.mountFs(dev, fsDir());
-  });
-  after(() => sb.cleanup());
+for (const fsType of ['ext4', 'xfs'] as const) {
+  describe(`${fsType} on a loop device over an over-committed pool, filled: the guest waits, backend add lets it finish`, function () {
+    const sb = new Sandbox();
+    let dev: string;
+    const fsDir = (): string => join(sb.dir, 'fs');
+    const repair = fsType === 'ext4' ? ['e2fsck', '-fn'] : ['xfs_repair', '-n'];
+    before(async function () {
+      await needs(this, `mkfs.${fsType}`, repair[0]!);
+      await sb.createPool('b1:200M');
+      await sb.mount();
+      await sb.cliOk('volume', 'create', 'g', '--size', '1G');
+      dev = await sb.losetup(join(sb.mnt, 'g'));
+      await must(`mkfs.${fsType}`, ['-q', dev]);
+      await sb.mountFs(dev, fsDir());
+    });
+    after(() => sb.cleanup());
 
-  it('no I/O error and no journal abort, the data verifies after remount, e2fsck and check are clean', async () => {
-    const data = randomBytes(240 * MiB);
-    const src = join(sb.dir, 'src');
-    writeFileSync(src, data);
-    const dmesgBefore = (await must('dmesg', [])).split('\n').length;
-    const writer = run('dd', [`if=${src}`, `of=${join(fsDir(), 'big')}`, 'bs=1M', 'conv=fsync', 'status=none']);
-    await untilQueued(sb, 60_000);
-    await sleep(2000);
-    expect(await Promise.race([writer.then(() => 'exited'), sleep(10).then(() => 'waiting')])).to.equal('waiting');
-    await sb.cliOk('backend', 'add', `${join(sb.dir, 'b2')}:256M`);
-    const r = await writer;
-    expect(r.code, r.stderr).to.equal(0);
-    const kernel = (await must('dmesg', [])).split('\n').slice(dmesgBefore).join('\n');
-    const name = dev.replace('/dev/', '');
-    expect(kernel).to.not.match(new RegExp(`(${name}|EXT4-fs).*(abort|I/O error|error)`, 'i'));
-    await sb.umountFs(fsDir());
-    await sb.detach(dev);
-    await sb.umount();
-    await sb.mount();
-    dev = await sb.losetup(join(sb.mnt, 'g'));
-    const fsck = await run('e2fsck', ['-fn', dev]);
-    expect(fsck.code, fsck.stdout + fsck.stderr).to.equal(0);
-    await sb.mountFs(dev, fsDir(), ['-o', 'ro']);
-    expect(sha(await fs.readFile(join(fsDir(), 'big')))).to.equal(sha(data));
-    await sb.umountFs(fsDir());
-    await sb.detach(dev);
-    const check = await sb.cli('check');
-    expect(check.code, check.stdout + check.stderr).to.equal(0);
+    it('no I/O error and no journal abort, the data verifies after remount, the file system and check are clean', async () => {
+      const data = randomBytes(240 * MiB);
+      const src = join(sb.dir, 'src');
+      writeFileSync(src, data);
+      const dmesgBefore = (await must('dmesg', [])).split('\n').length;
+      const writer = run('dd', [`if=${src}`, `of=${join(fsDir(), 'big')}`, 'bs=1M', 'conv=fsync', 'status=none']);
+      await untilQueued(sb, 60_000);
+      await sleep(2000);
+      expect(await Promise.race([writer.then(() => 'exited'), sleep(10).then(() => 'waiting')])).to.equal('waiting');
+      await sb.cliOk('backend', 'add', `${join(sb.dir, 'b2')}:256M`);
+      const r = await writer;
+      expect(r.code, r.stderr).to.equal(0);
+      const kernel = (await must('dmesg', [])).split('\n').slice(dmesgBefore).join('\n');
+      const name = dev.replace('/dev/', '');
+      expect(kernel).to.not.match(new RegExp(`(${name}|EXT4-fs|XFS).*(abort|I/O error|error|shutdown)`, 'i'));
+      await sb.umountFs(fsDir());
+      await sb.detach(dev);
+      await sb.umount();
+      await sb.mount();
+      dev = await sb.losetup(join(sb.mnt, 'g'));
+      const fsck = await run(repair[0]!, [...repair.slice(1), dev]);
+      expect(fsck.code, fsck.stdout + fsck.stderr).to.equal(0);
+      await sb.mountFs(dev, fsDir(), ['-o', 'ro']);
+      expect(sha(await fs.readFile(join(fsDir(), 'big')))).to.equal(sha(data));
+      await sb.umountFs(fsDir());
+      await sb.detach(dev);
+      const check = await sb.cli('check');
+      expect(check.code, check.stdout + check.stderr).to.equal(0);
+    });
   });
-});
+}
 
 describe('growing backends online: backend resize, and autoextend when the pool runs low', function () {
   const sb = new Sandbox();
