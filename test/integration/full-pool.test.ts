@@ -231,3 +231,32 @@ describe('growing backends online: backend resize, and autoextend when the pool 
     expect(check.code, check.stdout + check.stderr).to.equal(0);
   });
 });
+
+describe('backend resize of a block device that grew', function () {
+  const sb = new Sandbox();
+  let dev: string;
+  let backing: string;
+  before(async () => {
+    backing = join(sb.dir, 'disk');
+    await must('truncate', ['-s', '64M', backing]);
+    dev = await sb.losetup(backing);
+    await sb.cliOk('pool', 'create', '--backend', dev);
+  });
+  after(() => sb.cleanup());
+
+  it('reads the new size (no SIZE given), gives the tail to the free table; a SIZE is refused for a device', async () => {
+    const cap0 = (await sb.json<{ capacityBytes: number }>('df')).capacityBytes;
+    expect(cap0).to.equal(63 * MiB);
+    const unchanged = await sb.cliOk('backend', 'resize', '1');
+    expect(unchanged).to.match(/already/);
+    await must('truncate', ['-s', '160M', backing]);
+    await must('losetup', ['-c', dev]);
+    const sized = await sb.cli('backend', 'resize', '1', '200M');
+    expect(sized.code).to.not.equal(0);
+    expect(sized.stderr).to.match(/block device/);
+    await sb.cliOk('backend', 'resize', '1');
+    expect((await sb.json<{ capacityBytes: number; freeBytes: number }>('df'))).to.include({ capacityBytes: 159 * MiB, freeBytes: 159 * MiB });
+    const check = await sb.cli('check');
+    expect(check.code, check.stdout + check.stderr).to.equal(0);
+  });
+});
