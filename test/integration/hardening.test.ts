@@ -17,8 +17,15 @@ function asNobody(cmd: string, args: string[]): Promise<RunResult> {
 
 const alive = (pid: number): boolean => processStartTime(pid) !== undefined;
 
-async function waitGone(pid: number, ms: number): Promise<void> {
-  for (const end = Date.now() + ms; alive(pid); await sleep(100)) if (Date.now() > end) throw new Error(`pid ${pid} still alive after ${ms} ms`);
+/** Waits for a daemon to exit; if it does not, says what it logged and which files it holds. */
+async function waitGone(pid: number, ms: number, sb: Sandbox): Promise<void> {
+  for (const end = Date.now() + ms; alive(pid); await sleep(100)) {
+    if (Date.now() > end) {
+      const log = readFileSync(join(sb.pool, 'run', 'daemon.log'), 'utf8').split('\n').slice(-12).join('\n');
+      const fds = await run('ls', ['-l', `/proc/${pid}/fd`]);
+      throw new Error(`pid ${pid} still alive after ${ms} ms\ndaemon.log ends:\n${log}\nits files:\n${fds.stdout}`);
+    }
+  }
 }
 
 function controlSocket(sb: Sandbox): string {
@@ -291,7 +298,7 @@ for (const binding of BINDINGS) {
         await fh.close();
       }
       await sb.detach(dev);
-      await waitGone(pid, 15_000);
+      await waitGone(pid, 30_000, sb);
       expect((await mounts()).some((m) => m.mountpoint === resolve(sb.mnt))).to.equal(false);
       pid = await sb.mount();
       const back = Buffer.alloc(MiB);
@@ -315,7 +322,7 @@ for (const binding of BINDINGS) {
       await sb.detach(dev);
       expect(alive(pid)).to.equal(true);
       await sb.umount();
-      await waitGone(pid, 15_000);
+      await waitGone(pid, 30_000, sb);
     });
   });
 }
