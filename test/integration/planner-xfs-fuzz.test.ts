@@ -58,6 +58,8 @@ describe('planXfs() on damaged XFS images (fuzz)', function () {
   let image: ImageCache;
   let truth: ByteRange[];
   const targets: Target[] = [];
+  /** Byte ranges of the live log (tail to head). */
+  let liveLog: ByteRange[] = [];
 
   before(async function () {
     if (!canMountXfs) this.skip();
@@ -109,6 +111,7 @@ describe('planXfs() on damaged XFS images (fuzz)', function () {
         btreeBlocks.push({ offset: agStart(ag) + (await agfField(snap, ag, field)) * geo.blockSize, len: geo.blockSize });
       }
     }
+    liveLog = live;
     targets.push(
       { name: 'superblock', ranges: [{ offset: 0, len: sect }], cases: 200 },
       { name: 'AGF', ranges: ags.map((ag) => ({ offset: agStart(ag) + sect, len: sect })), cases: 400 },
@@ -163,6 +166,26 @@ describe('planXfs() on damaged XFS images (fuzz)', function () {
     console.log(`      ${summary.join('\n      ')}`);
     const refusedSb = /superblock: (\d+) cases, (\d+) refused/.exec(summary.join(';'));
     expect(Number(refusedSb?.[2]), 'every superblock flip is caught by its CRC').to.equal(Number(refusedSb?.[1]));
+  });
+
+  it('a cycle stamp inside the live log made to look like the head: refused, never a used block free', async function () {
+    const stamps: number[] = [];
+    for (const r of liveLog) for (let at = r.offset + 512; at < r.offset + r.len; at += 512 * 7) stamps.push(at);
+    expect(stamps.length).to.be.above(8);
+    let refused = 0;
+    for (const at of stamps) {
+      const word = Buffer.alloc(4);
+      image.fill(at, word);
+      const cycle = word.readUInt32BE(0);
+      const want = Buffer.alloc(4);
+      want.writeUInt32BE(cycle - 1, 0);
+      const flips = new Map<number, number>();
+      for (let i = 0; i < 4; i++) if ((word[i] as number) !== (want[i] as number)) flips.set(at + i, (word[i] as number) ^ (want[i] as number));
+      const result = await planXfs(mutatedVolume(image, flips));
+      if (result.ok) expect(uncoveredBytes(result.free, truth), `stamp at byte ${at} (cycle ${cycle} -> ${cycle - 1})`).to.equal(0);
+      else refused++;
+    }
+    console.log(`      ${stamps.length} stamps rewritten, ${refused} refused`);
   });
 
   it('planXfs() refuses a volume shorter than its filesystem', async function () {

@@ -143,6 +143,16 @@ export async function walkLog(sb: XfsSuperblock, reader: ChunkedReader, opts: Wa
   const lastStart = last.hdr.lsnCycle * logBBs + lastBB;
   const lastEnd = lastStart + last.bbs;
   const lastLsn = last.hdr.lsnCycle * 2 ** 32 + lastBB;
+  // The head comes from cycle stamps, and one damaged stamp inside the live log looks like a
+  // head: everything after it would be dropped, and blocks that later records allocate would
+  // read as free. A real head has no intact record with a newer LSN after it (torn in-flight
+  // log buffers fail their CRC); one found means the log is damaged.
+  for (let ahead = 0; ahead < maxBack; ahead++) {
+    const bb = (lastEnd + ahead) % logBBs;
+    const hdr = parseRecordHeader(await log.read(bb, 1));
+    if (!hdr.ok || hdr.value.lsnCycle * 2 ** 32 + bb <= lastLsn) continue;
+    if ((await readRecord(log, sb, bb)).ok) return refuse(`intact log record at BB ${bb} lies after the head found at BB ${head}: the log is damaged`);
+  }
   const summary: LogSummary = {
     logBBs, head: lastEnd % logBBs, tail: lastEnd % logBBs, clean: false, records: 0, transactions: 0, uncommitted: 0,
     commitLsn: lastLsn, headLsn: lastLsn, tornBBs: skipped,
