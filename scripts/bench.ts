@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { fio } from './bench/fio';
 import { Cleanup, mountpoints, run } from './bench/proc';
 import {
-  TARGETS, TARGET_LABEL, appendReport, columnName, digitsOf, fmtFigure, median, ratio, ratioTargetsOf, spread, targetsOf,
+  TARGETS, TARGET_LABEL, appendReport, columnName, digitsOf, fmtFigure, median, ratio, ratioName, ratioPairsOf, spread, targetsOf,
   type CheckRow, type CompareRow, type Figure, type Report, type TargetName,
 } from './bench/report';
 import { type Dio, Thinvol, attachLoop, startPassthrough, startQsd, withLoop } from './bench/targets';
@@ -58,7 +58,8 @@ const DEFAULTS: Options = {
 };
 
 const USAGE = `usage: npm run bench -- [flags]
-  sections: dio and ext4 compare thinvol (libfuse3), thinvol --fuse libfuse2, qsd and a plain file;
+  sections: dio and ext4 compare thinvol (libfuse3), thinvol --fuse libfuse2, qsd and a plain file,
+  ext4 also thinvol mount --writeback-cache (wbcache);
   seq and iops compare thinvol with plain, qsd, a fuse-native passthrough (and --baseline);
   mkfs and rss check thinvol alone
   --block-runtime S    seconds per time-based fio job of dio and ext4 (default ${DEFAULTS.blockRuntime})
@@ -559,9 +560,9 @@ function printSummary(r: Report): void {
     const present = targetsOf(r).filter((t) => row.rounds[t]);
     const cells = present.map((t) => `${columnName(t, r)} ${fmtFigure(median(row.rounds[t]), d)} (${spread(row.rounds[t], d)})`);
     console.log(`${row.label}${row.extra ? ` (${row.extra})` : ''} [${row.unit}, median (lowest-highest) of ${r.rounds}]: ${cells.join(', ')}`);
-    const others = ratioTargetsOf(r).filter((t) => row.rounds[t]);
-    if (row.rounds.thinvol && others.length > 0) {
-      console.log(`    ratios: ${others.map((t) => `vol/${t} ${ratio(median(row.rounds.thinvol), median(row.rounds[t]))}`).join(', ')}`);
+    const others = ratioPairsOf(r).filter(([a, b]) => row.rounds[a] && row.rounds[b]);
+    if (others.length > 0) {
+      console.log(`    ratios: ${others.map((p) => `${ratioName(p)} ${ratio(median(row.rounds[p[0]]), median(row.rounds[p[1]]))}`).join(', ')}`);
     }
   }
   for (const c of r.checks) {

@@ -34,13 +34,12 @@ export interface BlockOptions {
   ext4: boolean;
 }
 
-export type BlockTargetName = Extract<TargetName, 'thinvol' | 'libfuse2' | 'qsd' | 'plain'>;
-export const BLOCK_TARGETS: readonly BlockTargetName[] = ['thinvol', 'libfuse2', 'qsd', 'plain'];
+export type BlockTargetName = Extract<TargetName, 'thinvol' | 'wbcache' | 'libfuse2' | 'qsd' | 'plain'>;
 
 interface BlockTarget {
   name: BlockTargetName;
-  /** The written region the dio rows measure. */
-  dioFile: string;
+  /** The written region the dio rows measure; none: the target is measured in ext4 only. */
+  dioFile?: string;
   /** A never-written file for the allocating row (thinvol's bindings only). */
   freshFile?: (round: number) => Promise<string>;
   /** A never-written file of ext4SizeMiB for this round's ext4. */
@@ -88,21 +87,27 @@ class Rows {
   }
 }
 
-async function thinvolTarget(name: 'thinvol' | 'libfuse2', bin: string, tmp: string, o: BlockOptions, cleanup: Cleanup, log: Log): Promise<BlockTarget> {
+const MOUNT_ARGS: Record<'thinvol' | 'wbcache' | 'libfuse2', string[]> = { thinvol: [], wbcache: ['--writeback-cache'], libfuse2: ['--fuse', 'libfuse2'] };
+
+async function thinvolTarget(name: 'thinvol' | 'wbcache' | 'libfuse2', bin: string, tmp: string, o: BlockOptions, cleanup: Cleanup, log: Log): Promise<BlockTarget> {
   const tv = new Thinvol(bin, join(tmp, `${name}-pool`));
   const mnt = join(tmp, `${name}-mnt`);
   await fs.mkdir(mnt);
   const backendMiB = o.dioSizeMiB + o.rounds * (o.dioSizeMiB + o.ext4SizeMiB) + 2048;
   await tv.createPool(join(tmp, `${name}-backend.img`), `${backendMiB}M`);
-  const { pid } = await tv.mount(mnt, cleanup, name === 'libfuse2' ? ['--fuse', 'libfuse2'] : []);
+  const { pid } = await tv.mount(mnt, cleanup, MOUNT_ARGS[name]);
   log(`${name}: thinvol pool mounted at ${mnt} (daemon pid ${pid})`);
-  await tv.createVolume('dio', `${o.dioSizeMiB}M`);
+  // The writeback cache changes buffered writes only; the dio rows bypass it.
+  const dio = name !== 'wbcache';
+  if (dio) await tv.createVolume('dio', `${o.dioSizeMiB}M`);
   return {
-    name, dioFile: join(mnt, 'dio'),
-    freshFile: async (round) => {
-      await tv.createVolume(`fresh-${round}`, '100G');
-      return join(mnt, `fresh-${round}`);
-    },
+    name, ...(dio ? { dioFile: join(mnt, 'dio') } : {}),
+    ...(dio ? {
+      freshFile: async (round: number): Promise<string> => {
+        await tv.createVolume(`fresh-${round}`, '100G');
+        return join(mnt, `fresh-${round}`);
+      },
+    } : {}),
     ext4File: async (round) => {
       await tv.createVolume(`ext4-${round}`, `${o.ext4SizeMiB}M`);
       return join(mnt, `ext4-${round}`);
@@ -183,6 +188,7 @@ export async function blockSections(bin: string, tmp: string, o: BlockOptions, c
   const rows = new Rows(log);
   const targets: BlockTarget[] = [
     await thinvolTarget('thinvol', bin, tmp, o, cleanup, log),
+    ...(o.ext4 ? [await thinvolTarget('wbcache', bin, tmp, o, cleanup, log)] : []),
     await thinvolTarget('libfuse2', bin, tmp, o, cleanup, log),
     await qsdTarget(tmp, o, cleanup, log),
     await plainTarget(tmp, o),
@@ -201,7 +207,7 @@ export async function blockSections(bin: string, tmp: string, o: BlockOptions, c
     untar: rows.row('e-tar', `untar ${o.untarFiles.toLocaleString('en-US')} files + sync`, 'files/s', 'buffered loop'),
   };
   if (o.dio) {
-    for (const t of targets) await prefill(t.dioFile, o.dioSizeMiB * MiB);
+    for (const t of targets) if (t.dioFile !== undefined) await prefill(t.dioFile, o.dioSizeMiB * MiB);
     log(`dio regions of ${o.dioSizeMiB} MiB written`);
   }
   const tar = o.ext4 ? await makeTree(tmp, o.untarFiles) : '';
@@ -212,6 +218,7 @@ export async function blockSections(bin: string, tmp: string, o: BlockOptions, c
     log(`block round ${round}/${o.rounds}`);
     if (o.dio) {
       for (const t of rotate(targets, round - 1)) {
+        if (t.dioFile === undefined) continue;
         const loop = await attachLoop(t.dioFile, 'on', cleanup);
         try {
           const spec = { ...t.probe, loopDev: loop.dev };

@@ -1,10 +1,11 @@
 import { promises as fs } from 'node:fs';
 
-export const TARGETS = ['thinvol', 'libfuse2', 'qsd', 'plain', 'passthrough', 'baseline'] as const;
+export const TARGETS = ['thinvol', 'wbcache', 'libfuse2', 'qsd', 'plain', 'passthrough', 'baseline'] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export const TARGET_LABEL: Record<TargetName, string> = {
   thinvol: 'thinvol volume',
+  wbcache: 'thinvol volume, mount --writeback-cache',
   libfuse2: 'thinvol volume served through libfuse2 (fuse-native)',
   plain: 'plain file',
   qsd: 'qemu-storage-daemon FUSE export',
@@ -140,6 +141,15 @@ export const targetsOf = (r: Pick<Report, 'compare'>): TargetName[] => TARGETS.f
 export const ratioTargetsOf = (r: Pick<Report, 'compare'>): TargetName[] =>
   (['qsd', 'libfuse2', 'plain', 'passthrough', 'baseline'] as const).filter((t) => measured(r, t));
 
+/** The ratio columns as [numerator, denominator]: thinvol against each other target, and the writeback-cache mount against qsd. */
+export function ratioPairsOf(r: Pick<Report, 'compare'>): [TargetName, TargetName][] {
+  const pairs = ratioTargetsOf(r).map((t): [TargetName, TargetName] => ['thinvol', t]);
+  if (measured(r, 'wbcache') && measured(r, 'qsd')) pairs.push(['wbcache', 'qsd']);
+  return pairs;
+}
+
+export const ratioName = ([a, b]: [TargetName, TargetName]): string => `${a === 'thinvol' ? 'vol' : a}/${b}`;
+
 export function columnName(t: TargetName, r: Pick<Report, 'baseline'>): string {
   return t === 'baseline' ? `baseline ${r.baseline ?? ''}`.trim() : t;
 }
@@ -184,16 +194,16 @@ export function renderSection(r: Report): string {
   lines.push('Machine: ' + r.machine.map(([k, v]) => `${k} ${v}`).join('; ') + '.', '');
   if (r.settings.length > 0) lines.push(`Settings: ${r.settings.join('; ')}.`, '');
   const targets = targetsOf(r);
-  const others = ratioTargetsOf(r);
+  const others = ratioPairsOf(r);
   const rowName = (row: CompareRow): string => `${row.label} (${row.unit})${row.extra ? ` ${row.extra}` : ''}`;
   if (r.compare.length > 0) {
     lines.push(r.rounds === 1 ? 'One round: one measurement per target.' : `Medians of ${r.rounds} interleaved rounds (target order rotated each round); ratios are of the medians.`, '');
-    lines.push(`| test | ${targets.map((t) => columnName(t, r)).join(' | ')} | ${others.map((t) => `vol/${t}`).join(' | ')} |`);
+    lines.push(`| test | ${targets.map((t) => columnName(t, r)).join(' | ')} | ${others.map(ratioName).join(' | ')} |`);
     lines.push(`|---|${targets.map(() => '--:|').join('')}${others.map(() => '--:|').join('')}`);
     for (const row of r.compare) {
       const d = digitsOf(row);
       const m = (t: TargetName): Figure | undefined => median(row.rounds[t]);
-      lines.push(`| ${rowName(row)} | ${targets.map((t) => fmtFigure(m(t), d)).join(' | ')} | ${others.map((t) => ratio(m('thinvol'), m(t))).join(' | ')} |`);
+      lines.push(`| ${rowName(row)} | ${targets.map((t) => fmtFigure(m(t), d)).join(' | ')} | ${others.map(([a, b]) => ratio(m(a), m(b))).join(' | ')} |`);
     }
     lines.push('');
     if (r.rounds > 1) {
