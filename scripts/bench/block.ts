@@ -45,6 +45,8 @@ interface BlockTarget {
   /** A never-written file of ext4SizeMiB for this round's ext4. */
   ext4File: (round: number) => Promise<string>;
   probe: Omit<ProbeSpec, 'loopDev'>;
+  /** What the ext4 rows probe, when another server holds the ext4 image (qsd: a second export). */
+  ext4Probe?: Omit<ProbeSpec, 'loopDev'>;
 }
 
 type Log = (line: string) => void;
@@ -130,17 +132,15 @@ async function qsdTarget(tmp: string, o: BlockOptions, cleanup: Cleanup, log: Lo
   const ext4 = await startQsd(ext4Raw, join(tmp, 'qsd-ext4'), cleanup);
   log(`qemu-storage-daemon pids ${dio.pid} (dio) and ${ext4.pid} (ext4)`);
   const dioConn = await fuseConnOf(join(tmp, 'qsd-dio'));
-  const ext4Spec = { pid: ext4.pid, fuseConn: await fuseConnOf(join(tmp, 'qsd-ext4')) };
-  const target: BlockTarget = {
+  return {
     name: 'qsd', dioFile: join(tmp, 'qsd-dio'),
     ext4File: async () => {
       await punch(ext4Raw, o.ext4SizeMiB * MiB);
-      target.probe = ext4Spec;
       return join(tmp, 'qsd-ext4');
     },
     probe: { pid: dio.pid, fuseConn: dioConn },
+    ext4Probe: { pid: ext4.pid, fuseConn: await fuseConnOf(join(tmp, 'qsd-ext4')) },
   };
-  return target;
 }
 
 async function plainTarget(tmp: string, o: BlockOptions): Promise<BlockTarget> {
@@ -264,7 +264,7 @@ async function ext4Round(t: BlockTarget, round: number, mnt: string, tar: string
     await run('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard', loop.dev], { timeoutMs: 10 * 60_000 });
     await run('mount', ['-o', 'noinit_itable', loop.dev, mnt]);
     mounted = true;
-    const spec = { ...t.probe, loopDev: loop.dev };
+    const spec = { ...(t.ext4Probe ?? t.probe), loopDev: loop.dev };
     await dropCaches();
     await rows.add(r.seq, t.name, spec, async () => (await fio(['--name=seq', `--filename=${join(mnt, 'seq')}`, '--rw=write', '--bs=1M',
       `--size=${o.ext4SeqMiB}M`, '--ioengine=psync', '--end_fsync=1'], fioTimeout)).write.bwBytes / MiB);
