@@ -1,7 +1,7 @@
 # thinvol's native addon (N-API, C). npm builds it at install time (node-gyp rebuild, because
 # this file exists) and `npm run build` rebuilds it. Two modules land in build/Release, which
 # src/native/addon.ts loads:
-#   thinvol_native.node  flock, SO_PEERCRED, prctl: needs nothing but libc.
+#   thinvol_native.node  flock, SO_PEERCRED, prctl, preadv2(RWF_NOWAIT): needs nothing but libc.
 #   thinvol_fuse3.node   the libfuse3 low-level binding (native/fuse3.c); built only when
 #                        pkg-config finds fuse3 (Debian: libfuse3-dev), and a module of its own so
 #                        that a host without libfuse3 still loads the first and mounts with
@@ -37,6 +37,7 @@
         'native/flock.c',
         'native/peercred.c',
         'native/prctl.c',
+        'native/fileio.c',
       ],
     },
   ],

@@ -9,6 +9,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (thinvol_init_flock(env, exports) == NULL) return NULL;
   if (thinvol_init_peercred(env, exports) == NULL) return NULL;
   if (thinvol_init_prctl(env, exports) == NULL) return NULL;
+  if (thinvol_init_fileio(env, exports) == NULL) return NULL;
   return exports;
 }
 

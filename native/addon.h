@@ -1,6 +1,6 @@
 /*
  * thinvol's native addon: what its source files share. It builds two modules: thinvol_native
- * (addon.c: flock.c, prctl.c) and thinvol_fuse3 (fuse3.c, the libfuse3 binding, a module of its
+ * (addon.c: flock.c, peercred.c, prctl.c, fileio.c) and thinvol_fuse3 (fuse3.c, the libfuse3 binding, a module of its
  * own so that a host without libfuse3 still loads the first). Each part has an init function
  * that its module's init calls to add its exports; helpers.c holds what both use.
  *
@@ -38,5 +38,6 @@ bool thinvol_get_int32(napi_env env, napi_value value, const char *message, int3
 napi_value thinvol_init_flock(napi_env env, napi_value exports);
 napi_value thinvol_init_peercred(napi_env env, napi_value exports);
 napi_value thinvol_init_prctl(napi_env env, napi_value exports);
+napi_value thinvol_init_fileio(napi_env env, napi_value exports);
 
 #endif

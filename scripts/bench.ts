@@ -11,10 +11,12 @@ import { join, resolve } from 'node:path';
 import { fio } from './bench/fio';
 import { Cleanup, mountpoints, run } from './bench/proc';
 import {
-  TARGETS, TARGET_LABEL, appendReport, columnName, digitsOf, fmtFigure, median, ratio, ratioTargetsOf, spread, targetsOf,
+  TARGETS, TARGET_LABEL, appendReport, columnName, digitsOf, fmtFigure, median, ratio, ratioName, ratioPairsOf, spread, targetsOf,
   type CheckRow, type CompareRow, type Figure, type Report, type TargetName,
 } from './bench/report';
 import { type Dio, Thinvol, attachLoop, startPassthrough, startQsd, withLoop } from './bench/targets';
+import { blockSections } from './bench/block';
+import { ensureFusectl } from './bench/probe';
 
 const ROOT = resolve(__dirname, '..', '..');
 const MiB = 1024 * 1024;
@@ -22,10 +24,16 @@ const GiB = 1024 * MiB;
 
 /* ------------------------------------------------------------------ options */
 
-const SECTIONS = ['seq', 'iops', 'mkfs', 'rss'] as const;
+const SECTIONS = ['dio', 'ext4', 'seq', 'iops', 'mkfs', 'rss'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
+  blockRuntime: number;
+  dioSizeMiB: number;
+  ext4SizeMiB: number;
+  ext4SeqMiB: number;
+  ext4RandMiB: number;
+  untarFiles: number;
   seqMiB: number;
   iopsRuntime: number;
   iopsSizeMiB: number;
@@ -43,12 +51,23 @@ interface Options {
 }
 
 const DEFAULTS: Options = {
+  blockRuntime: 10, dioSizeMiB: 1024, ext4SizeMiB: 4096, ext4SeqMiB: 1024, ext4RandMiB: 256, untarFiles: 10_000,
   seqMiB: 1024, iopsRuntime: 20, iopsSizeMiB: 1024, loopDio: 'on',
   rssWrites: 1_000_000, rssVolumes: 10, rssVolumeSize: '16T', rssIodepth: 16, rssVia: 'file',
-  rounds: 3, baseline: undefined, only: [...SECTIONS], tmpdir: '/var/tmp', record: true,
+  rounds: 3, baseline: undefined, only: ['dio', 'ext4', 'mkfs'], tmpdir: '/var/tmp', record: true,
 };
 
 const USAGE = `usage: npm run bench -- [flags]
+  sections: dio and ext4 compare thinvol (libfuse3), thinvol --fuse libfuse2, qsd and a plain file,
+  ext4 also thinvol mount --writeback-cache (wbcache);
+  seq and iops compare thinvol with plain, qsd, a fuse-native passthrough (and --baseline);
+  mkfs and rss check thinvol alone
+  --block-runtime S    seconds per time-based fio job of dio and ext4 (default ${DEFAULTS.blockRuntime})
+  --dio-size-mib N     region the dio jobs cover, written first (default ${DEFAULTS.dioSizeMiB})
+  --ext4-size-mib N    the image ext4 is made on, new each round (default ${DEFAULTS.ext4SizeMiB})
+  --ext4-seq-mib N     sequential write inside ext4, fsync at the end (default ${DEFAULTS.ext4SeqMiB})
+  --ext4-rand-mib N    file the O_DIRECT random writes inside ext4 cover (default ${DEFAULTS.ext4RandMiB})
+  --untar-files N      small files in the tree untarred into ext4 (default ${DEFAULTS.untarFiles})
   --seq-mib N          sequential write/read size in MiB (default ${DEFAULTS.seqMiB})
   --iops-runtime S     seconds per random-write fio job (default ${DEFAULTS.iopsRuntime})
   --iops-size-mib N    region the random writes cover, MiB (default ${DEFAULTS.iopsSizeMiB})
@@ -60,7 +79,7 @@ const USAGE = `usage: npm run bench -- [flags]
   --rss-via file|loop  write the mount's files directly (O_DIRECT) or through loop devices (default ${DEFAULTS.rssVia})
   --rounds N           interleaved rounds of the seq and randwrite rows; the medians are reported (default ${DEFAULTS.rounds})
   --baseline DIR       also measure another built thinvol checkout (DIR/bin/thinvol, DIR/dist), e.g. the previous version
-  --only LIST          comma-separated subset of ${SECTIONS.join(',')} (default all)
+  --only LIST          comma-separated subset of ${SECTIONS.join(',')} (default ${DEFAULTS.only.join(',')})
   --tmpdir DIR         where the temporary directory goes; same disk as the repo (default ${DEFAULTS.tmpdir})
   --no-record          do not append to docs/benchmarks.md`;
 
@@ -77,6 +96,12 @@ function parseArgs(argv: string[]): Options {
     const val = (): string | undefined => inline ?? argv[++i];
     switch (flag) {
       case '--help': case '-h': console.log(USAGE); process.exit(0); break;
+      case '--block-runtime': o.blockRuntime = int(flag, val()); break;
+      case '--dio-size-mib': o.dioSizeMiB = int(flag, val()); break;
+      case '--ext4-size-mib': o.ext4SizeMiB = int(flag, val()); break;
+      case '--ext4-seq-mib': o.ext4SeqMiB = int(flag, val()); break;
+      case '--ext4-rand-mib': o.ext4RandMiB = int(flag, val()); break;
+      case '--untar-files': o.untarFiles = int(flag, val()); break;
       case '--seq-mib': o.seqMiB = int(flag, val()); break;
       case '--iops-runtime': o.iopsRuntime = int(flag, val()); break;
       case '--iops-size-mib': o.iopsSizeMiB = int(flag, val()); break;
@@ -257,7 +282,8 @@ async function main(): Promise<void> {
   // Every round writes a new seq volume and a fresh randwrite volume, and none is deleted.
   const poolBytes = o.rounds * (seqBytes + iopsBytes) + fileBytes;
   const poolBackendGiB = Math.max(8, Math.ceil(poolBytes / GiB) + 2);
-  const need = 3 * fileBytes + (base ? 2 : 1) * poolBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0);
+  const blockBytes = o.only.includes('dio') || o.only.includes('ext4') ? 4 * o.dioSizeMiB * MiB + 3 * o.rounds * (o.dioSizeMiB + o.ext4SeqMiB + o.ext4RandMiB + 200) * MiB : 0;
+  const need = blockBytes + 3 * fileBytes + (base ? 2 : 1) * poolBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0);
   const st = statfsSync(o.tmpdir);
   if (st.bavail * st.bsize < need) throw new Error(`${o.tmpdir} has ${fmt((st.bavail * st.bsize) / GiB)} GiB free; the run needs about ${fmt(need / GiB)} GiB`);
 
@@ -289,6 +315,17 @@ async function main(): Promise<void> {
   try {
     report.date = (await firstLine('date', ['-I'])) || new Date().toISOString().slice(0, 10);
     report.machine = await machine(tmp, base);
+
+    if (o.only.includes('dio') || o.only.includes('ext4')) {
+      const undo = await ensureFusectl();
+      if (undo) cleanup.add('umount fusectl', undo);
+      const block = join(tmp, 'block');
+      await fs.mkdir(block);
+      report.compare.push(...await blockSections(thinvolBin, block, {
+        rounds: o.rounds, runtime: o.blockRuntime, dioSizeMiB: o.dioSizeMiB, ext4SizeMiB: o.ext4SizeMiB, ext4SeqMiB: o.ext4SeqMiB,
+        ext4RandMiB: o.ext4RandMiB, untarFiles: o.untarFiles, dio: o.only.includes('dio'), ext4: o.only.includes('ext4'),
+      }, cleanup, log));
+    }
 
     const needTargets = o.only.includes('seq') || o.only.includes('iops');
     const needPool = needTargets || o.only.includes('mkfs');
@@ -523,9 +560,9 @@ function printSummary(r: Report): void {
     const present = targetsOf(r).filter((t) => row.rounds[t]);
     const cells = present.map((t) => `${columnName(t, r)} ${fmtFigure(median(row.rounds[t]), d)} (${spread(row.rounds[t], d)})`);
     console.log(`${row.label}${row.extra ? ` (${row.extra})` : ''} [${row.unit}, median (lowest-highest) of ${r.rounds}]: ${cells.join(', ')}`);
-    const others = ratioTargetsOf(r).filter((t) => row.rounds[t]);
-    if (row.rounds.thinvol && others.length > 0) {
-      console.log(`    ratios: ${others.map((t) => `vol/${t} ${ratio(median(row.rounds.thinvol), median(row.rounds[t]))}`).join(', ')}`);
+    const others = ratioPairsOf(r).filter(([a, b]) => row.rounds[a] && row.rounds[b]);
+    if (others.length > 0) {
+      console.log(`    ratios: ${others.map((p) => `${ratioName(p)} ${ratio(median(row.rounds[p[0]]), median(row.rounds[p[1]]))}`).join(', ')}`);
     }
   }
   for (const c of r.checks) {

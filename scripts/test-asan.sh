@@ -27,4 +27,4 @@ export LD_PRELOAD="$libasan"
 export ASAN_OPTIONS=detect_leaks=0
 exec node node_modules/mocha/bin/mocha.js --no-config --timeout 120000 \
   dist/test/unit/native-asan-active.js dist/test/unit/native-flock.test.js dist/test/unit/native-peercred.test.js \
-  dist/test/unit/lowlevel-adapter.test.js dist/test/unit/native-fuse3.test.js "$@"
+  dist/test/unit/native-fileio.test.js dist/test/unit/lowlevel-adapter.test.js dist/test/unit/native-fuse3.test.js "$@"

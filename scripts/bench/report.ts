@@ -1,10 +1,12 @@
 import { promises as fs } from 'node:fs';
 
-export const TARGETS = ['thinvol', 'plain', 'qsd', 'passthrough', 'baseline'] as const;
+export const TARGETS = ['thinvol', 'wbcache', 'libfuse2', 'qsd', 'plain', 'passthrough', 'baseline'] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export const TARGET_LABEL: Record<TargetName, string> = {
   thinvol: 'thinvol volume',
+  wbcache: 'thinvol volume, mount --writeback-cache',
+  libfuse2: 'thinvol volume served through libfuse2 (fuse-native)',
   plain: 'plain file',
   qsd: 'qemu-storage-daemon FUSE export',
   passthrough: 'fuse-native passthrough',
@@ -14,8 +16,19 @@ export const TARGET_LABEL: Record<TargetName, string> = {
 /** One measured figure, or why it is missing. */
 export type Figure = { value: number } | { error: string };
 
-/** A row of the comparison: each target's figures, one per round, in round order. */
-export interface CompareRow { label: string; unit: string; rounds: Partial<Record<TargetName, Figure[]>>; extra?: string }
+/**
+ * What a server did while one figure was measured: its main thread's CPU use (for thinvol the
+ * JavaScript thread; for qsd the thread that runs its event loop), the whole process's, the
+ * FUSE requests the kernel had waiting for an answer (mean of samples), and the mean size of the
+ * requests the loop device received.
+ */
+export interface Probe { mainBusyPct?: number; processCpuPct?: number; fuseWaiting?: number; loopReqKiB?: number }
+
+/** A row of the comparison: each target's figures, one per round, in round order, and what was probed meanwhile. */
+export interface CompareRow {
+  label: string; unit: string; rounds: Partial<Record<TargetName, Figure[]>>; extra?: string;
+  probes?: Partial<Record<TargetName, Probe[]>>;
+}
 
 /** baseline and vsBaseline are set when the run has a baseline: its result and thinvol's divided by it. */
 export interface CheckRow { label: string; value: string; target: string; pass: boolean | undefined; note: string; baseline?: string; vsBaseline?: string }
@@ -119,15 +132,60 @@ export function spread(rounds: readonly Figure[] | undefined, digits: number): s
 
 export const digitsOf = (row: CompareRow): number => (row.unit === 'IOPS' ? 0 : 1);
 
-/** The targets a report has columns for: the baseline only when the run had one. */
-export const targetsOf = (r: Pick<Report, 'baseline'>): TargetName[] => TARGETS.filter((t) => t !== 'baseline' || r.baseline !== undefined);
+const measured = (r: Pick<Report, 'compare'>, t: TargetName): boolean => r.compare.some((row) => row.rounds[t] !== undefined);
 
-/** The ratio columns: thinvol against every other target, qsd first as in the sections before the baseline column. */
-export const ratioTargetsOf = (r: Pick<Report, 'baseline'>): TargetName[] =>
-  (['qsd', 'plain', 'passthrough', 'baseline'] as const).filter((t) => t !== 'baseline' || r.baseline !== undefined);
+/** The targets a report has columns for: those some row measured. */
+export const targetsOf = (r: Pick<Report, 'compare'>): TargetName[] => TARGETS.filter((t) => measured(r, t));
+
+/** The ratio columns: thinvol against every other measured target, qsd first. */
+export const ratioTargetsOf = (r: Pick<Report, 'compare'>): TargetName[] =>
+  (['qsd', 'libfuse2', 'plain', 'passthrough', 'baseline'] as const).filter((t) => measured(r, t));
+
+/** The ratio columns as [numerator, denominator]: thinvol against each other target, and the writeback-cache mount against qsd. */
+export function ratioPairsOf(r: Pick<Report, 'compare'>): [TargetName, TargetName][] {
+  const pairs = ratioTargetsOf(r).map((t): [TargetName, TargetName] => ['thinvol', t]);
+  if (measured(r, 'wbcache') && measured(r, 'qsd')) pairs.push(['wbcache', 'qsd']);
+  return pairs;
+}
+
+export const ratioName = ([a, b]: [TargetName, TargetName]): string => `${a === 'thinvol' ? 'vol' : a}/${b}`;
 
 export function columnName(t: TargetName, r: Pick<Report, 'baseline'>): string {
   return t === 'baseline' ? `baseline ${r.baseline ?? ''}`.trim() : t;
+}
+
+function medianOf(xs: readonly number[]): number | undefined {
+  const m = median(xs.map((value) => ({ value })));
+  return m && 'value' in m ? m.value : undefined;
+}
+
+/** Median over the rounds of one probe field, formatted; '-' when not probed. */
+export function probeCell(probes: readonly Probe[] | undefined, key: keyof Probe, digits: number): string {
+  const v = medianOf((probes ?? []).flatMap((p) => (p[key] !== undefined ? [p[key] ?? 0] : [])));
+  return v === undefined ? '-' : fmtNum(v, digits);
+}
+
+/** Per row and target: main thread busy % / process CPU % / FUSE requests waiting / KiB per loop request. */
+function probeTable(r: Report, rowName: (row: CompareRow) => string): string[] {
+  const rows = r.compare.filter((row) => row.probes !== undefined);
+  if (rows.length === 0) return [];
+  const targets = targetsOf(r).filter((t) => rows.some((row) => row.probes?.[t] !== undefined));
+  const lines = [
+    'What each server did meanwhile (medians over the rounds): main thread busy % / whole process CPU % (100 = one CPU) / FUSE requests waiting for an answer (mean) / KiB per request the loop device received:',
+    '',
+    `| test | ${targets.map((t) => columnName(t, r)).join(' | ')} |`,
+    `|---|${targets.map(() => '--:|').join('')}`,
+  ];
+  for (const row of rows) {
+    const cell = (t: TargetName): string => {
+      const p = row.probes?.[t];
+      if (!p) return '-';
+      return [probeCell(p, 'mainBusyPct', 0), probeCell(p, 'processCpuPct', 0), probeCell(p, 'fuseWaiting', 1), probeCell(p, 'loopReqKiB', 0)].join(' / ');
+    };
+    lines.push(`| ${rowName(row)} | ${targets.map(cell).join(' | ')} |`);
+  }
+  lines.push('');
+  return lines;
 }
 
 export function renderSection(r: Report): string {
@@ -136,16 +194,16 @@ export function renderSection(r: Report): string {
   lines.push('Machine: ' + r.machine.map(([k, v]) => `${k} ${v}`).join('; ') + '.', '');
   if (r.settings.length > 0) lines.push(`Settings: ${r.settings.join('; ')}.`, '');
   const targets = targetsOf(r);
-  const others = ratioTargetsOf(r);
+  const others = ratioPairsOf(r);
   const rowName = (row: CompareRow): string => `${row.label} (${row.unit})${row.extra ? ` ${row.extra}` : ''}`;
   if (r.compare.length > 0) {
     lines.push(r.rounds === 1 ? 'One round: one measurement per target.' : `Medians of ${r.rounds} interleaved rounds (target order rotated each round); ratios are of the medians.`, '');
-    lines.push(`| test | ${targets.map((t) => columnName(t, r)).join(' | ')} | ${others.map((t) => `vol/${t}`).join(' | ')} |`);
+    lines.push(`| test | ${targets.map((t) => columnName(t, r)).join(' | ')} | ${others.map(ratioName).join(' | ')} |`);
     lines.push(`|---|${targets.map(() => '--:|').join('')}${others.map(() => '--:|').join('')}`);
     for (const row of r.compare) {
       const d = digitsOf(row);
       const m = (t: TargetName): Figure | undefined => median(row.rounds[t]);
-      lines.push(`| ${rowName(row)} | ${targets.map((t) => fmtFigure(m(t), d)).join(' | ')} | ${others.map((t) => ratio(m('thinvol'), m(t))).join(' | ')} |`);
+      lines.push(`| ${rowName(row)} | ${targets.map((t) => fmtFigure(m(t), d)).join(' | ')} | ${others.map(([a, b]) => ratio(m(a), m(b))).join(' | ')} |`);
     }
     lines.push('');
     if (r.rounds > 1) {
@@ -155,6 +213,7 @@ export function renderSection(r: Report): string {
       for (const row of r.compare) lines.push(`| ${rowName(row)} | ${targets.map((t) => spread(row.rounds[t], digitsOf(row))).join(' | ')} |`);
       lines.push('');
     }
+    lines.push(...probeTable(r, rowName));
   }
   if (r.checks.length > 0) {
     const base = r.baseline !== undefined ? ` ${columnName('baseline', r)} | vol/baseline |` : '';

@@ -39,8 +39,8 @@ export class Thinvol {
   }
 
   /** Mounts (background daemon) and registers the unmount; returns the daemon pid and the early-unmount function. */
-  async mount(mnt: string, cleanup: Cleanup): Promise<{ pid: number; unmount: () => Promise<void> }> {
-    const out = JSON.parse(await this.cmd(['--json', 'mount', mnt])) as { pid?: unknown };
+  async mount(mnt: string, cleanup: Cleanup, args: readonly string[] = []): Promise<{ pid: number; unmount: () => Promise<void> }> {
+    const out = JSON.parse(await this.cmd(['--json', 'mount', mnt, ...args])) as { pid?: unknown };
     const pid = typeof out.pid === 'number' ? out.pid : 0;
     if (pid <= 0) throw new Error(`thinvol mount printed no pid: ${JSON.stringify(out)}`);
     const unmount = cleanup.add(`thinvol umount ${mnt}`, async () => {

@@ -1,5 +1,7 @@
 import { close, fdatasync, fstat, ftruncate, open, read, write, constants } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { promisify } from 'node:util';
+import { readCached } from '../native/fileio';
 import { lockFile } from '../native/flock';
 import { FsError } from '../util/errors';
 import type { BackendRecord } from '../store/records';
@@ -21,6 +23,8 @@ export class FileBackend implements Backend {
   /** Writes completed so far, and how many of them a finished fdatasync covers. */
   #completed = 0;
   #durable = 0;
+  /** Reads try the page cache on the JavaScript thread first (false once the file says it cannot). */
+  #readCached = true;
 
   private constructor(readonly record: BackendRecord, private readonly fd: number) {}
 
@@ -53,8 +57,18 @@ export class FileBackend implements Backend {
     }
   }
 
+  /**
+   * Data in the page cache is copied on the JavaScript thread (no threadpool round trip, which
+   * costs more than the copy); whatever is not cached is read through the threadpool, so the
+   * event loop never waits for the disk.
+   */
   async read(buf: Buffer, bufOffset: number, len: number, pos: number): Promise<void> {
     let done = 0;
+    if (this.#readCached && len > 0) {
+      const n = readCached(this.fd, buf, bufOffset, len, pos);
+      if (n > 0) done = n;
+      else if (n === -osConstants.errno.EOPNOTSUPP || n === -osConstants.errno.EINVAL) this.#readCached = false;
+    }
     while (done < len) {
       const { bytesRead } = await readP(this.fd, buf, bufOffset + done, len - done, pos + done);
       if (bytesRead === 0) throw ioError(`backend ${this.record.id} (${this.record.path}) ends at ${pos + done}, inside space the pool uses: it was truncated`);

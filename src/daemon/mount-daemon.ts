@@ -23,6 +23,8 @@ export interface DaemonOptions {
   autoReclaim: boolean;
   /** The FUSE binding asked for; libfuse3 falls back to libfuse2 (with a warning) if unusable. */
   fuse: FuseBinding;
+  /** libfuse3: the kernel caches buffered writes until fsync, close or its writeback (README, Durability). */
+  writebackCache?: boolean;
 }
 
 /** What the daemon tells whoever started it once it serves. */
@@ -47,6 +49,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   const mnt = await prepareMountpoint(mountpoint);
   const { binding, warning } = chooseBinding(options.fuse);
   if (warning) console.error(`thinvol: warning: ${warning}`);
+  if (options.writebackCache === true && binding !== 'libfuse3') console.error('thinvol: warning: --writeback-cache needs the libfuse3 binding; ignored');
   const flusher = setIoFlusher();
   if (!flusher.ok) console.error(`thinvol: PR_SET_IO_FLUSHER refused (${flusher.code}; it needs CAP_SYS_RESOURCE): memory reclaim may wait on this daemon's own writeback`);
   const holder = selfHolder();
@@ -69,7 +72,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   }, (await fs.stat(pool.dir)).uid);
   let server: FuseServer;
   try {
-    server = await serve(binding, mnt, ops.ops(), { fsname: pool.dir });
+    server = await serve(binding, mnt, ops.ops(), { fsname: pool.dir, writebackCache: options.writebackCache === true });
   } catch (err) {
     control.close();
     pool.registry.unregister(daemonId);

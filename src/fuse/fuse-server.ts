@@ -35,6 +35,8 @@ export interface FuseServer {
 export interface ServeOptions {
   /** The mount's source as /proc/mounts shows it: the pool directory. */
   fsname: string;
+  /** libfuse3 only: let the kernel cache writes (FUSE_CAP_WRITEBACK_CACHE); see fuse3Config. */
+  writebackCache?: boolean;
 }
 
 /** A libfuse 3 option value: backslash and comma escaped (fuse_opt's own escaping). */
@@ -57,11 +59,15 @@ export function fuse3Args(fsname: string): string[] {
  * flight; 64 background requests (the kernel's default is 12) keep them flowing. One of
  * libfuse 3's defaults is dropped: AUTO_INVAL_DATA (every commit changes mtime, and the page
  * cache of a volume would be dropped each time). ATOMIC_O_TRUNC stays: open handles O_TRUNC.
+ * writebackCache: buffered writes (a loop device without --direct-io) stay in the kernel's page
+ * cache and reach the daemon later, in batches, instead of one synchronous request per write;
+ * fsync (and close) still sends them all before the daemon's commit.
  */
-export function fuse3Config(m: Fuse3Module): Fuse3Config {
+export function fuse3Config(m: Fuse3Module, writebackCache = false): Fuse3Config {
   return {
     maxWrite: MAX_IO, maxRead: MAX_IO, maxReadahead: MAX_IO, maxBackground: 64, congestionThreshold: 48,
-    wantCaps: m.CAP.ASYNC_DIO | m.CAP.ATOMIC_O_TRUNC, dropCaps: m.CAP.AUTO_INVAL_DATA, threads: 4,
+    wantCaps: m.CAP.ASYNC_DIO | m.CAP.ATOMIC_O_TRUNC | (writebackCache ? m.CAP.WRITEBACK_CACHE : 0),
+    dropCaps: m.CAP.AUTO_INVAL_DATA | (writebackCache ? 0 : m.CAP.WRITEBACK_CACHE), threads: 4,
   };
 }
 
@@ -80,7 +86,8 @@ class Fuse3Server implements FuseServer {
   describe(): string {
     const i = this.init;
     const dio = i && (i.want & this.m.CAP.ASYNC_DIO) !== 0 ? ', async_dio' : '';
-    return `libfuse3 ${this.m.libfuseVersion} (low-level, thinvol addon${i ? `; protocol 7.${i.protoMinor}, max_write ${i.maxWrite}${dio}, max_background ${i.maxBackground}` : ''})`;
+    const wb = i && (i.want & this.m.CAP.WRITEBACK_CACHE) !== 0 ? ', writeback_cache' : '';
+    return `libfuse3 ${this.m.libfuseVersion} (low-level, thinvol addon${i ? `; protocol 7.${i.protoMinor}, max_write ${i.maxWrite}${dio}${wb}, max_background ${i.maxBackground}` : ''})`;
   }
 
   async close(graceMs = 10_000): Promise<void> {
@@ -128,7 +135,7 @@ export async function serveLibfuse3(mnt: string, handlers: Record<string, unknow
       debug('libfuse3 INIT: protocol %d.%d, max_write %d, want 0x%s', info.protoMajor, info.protoMinor, info.maxWrite, info.want.toString(16));
     },
   });
-  const s = m.mount(mnt, fuse3Args(opts.fsname), fuse3Config(m), adapter.onRequest);
+  const s = m.mount(mnt, fuse3Args(opts.fsname), fuse3Config(m, opts.writebackCache === true), adapter.onRequest);
   if (typeof s === 'number') {
     const code = getSystemErrorMap().get(-s)?.[0] ?? `errno ${s}`;
     throw new Error(`libfuse3 could not mount ${mnt}: ${code}${s === 22 ? ' (options refused)' : ''}; libfuse's own message, if any, is above`);

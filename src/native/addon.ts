@@ -14,6 +14,8 @@ export interface NativeAddon {
   readonly setIoFlusher: () => number;
   /** prctl(PR_GET_IO_FLUSHER): 1 or 0, or the negative errno. */
   readonly ioFlusher: () => number;
+  /** preadv2(RWF_NOWAIT) into buf[bufOffset, bufOffset + len): bytes read, or the negative errno (-EAGAIN: not cached). */
+  readonly preadNowait: (fd: number, buf: Buffer, bufOffset: number, len: number, pos: number) => number;
 }
 
 /** This file compiles to dist/src/native/addon.js, three levels below the repo root. */
@@ -63,5 +65,6 @@ function isNativeAddon(x: unknown): x is NativeAddon {
   if (typeof x !== 'object' || x === null) return false;
   const m = x as Record<string, unknown>;
   return typeof m.flock === 'function' && typeof m.peerCredentials === 'function' && typeof m.setIoFlusher === 'function' && typeof m.ioFlusher === 'function' &&
+    typeof m.preadNowait === 'function' &&
     ['LOCK_SH', 'LOCK_EX', 'LOCK_UN', 'LOCK_NB'].every((k) => typeof m[k] === 'number');
 }

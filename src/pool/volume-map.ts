@@ -56,7 +56,10 @@ export class VolumeMap {
     const out: Extent[] = [];
     const prev = this.startingAtOrBefore(volume, offset);
     if (prev && prev.vstart + prev.len > offset) out.push(clip(prev, offset, end));
-    for (const e of this.#range(volume, Math.floor(offset / BLOCK) + 1, Math.ceil(end / BLOCK))) out.push(clip(e, offset, end));
+    const from = Math.floor(offset / BLOCK) + 1;
+    const to = Math.ceil(end / BLOCK);
+    // A range inside one block (most requests: 4 KiB) needs no second cursor.
+    if (from < to) for (const e of this.#range(volume, from, to)) out.push(clip(e, offset, end));
     return out;
   }
 

@@ -100,21 +100,22 @@ export class Sandbox {
   }
 
   /** thinvol mount with this sandbox's binding; fails unless that binding serves. Returns the daemon's pid. */
-  async mount(mnt = this.mnt, opts: { autoReclaim?: boolean; umask?: number } = {}): Promise<number> {
+  async mount(mnt = this.mnt, opts: { autoReclaim?: boolean; umask?: number; writebackCache?: boolean } = {}): Promise<number> {
     const { pid, binding } = await this.mountAs(mnt, opts);
     if (binding !== this.fuse) throw new Error(`thinvol mount --fuse ${this.fuse} served with ${binding}`);
     return pid;
   }
 
   /** thinvol mount, whatever binding ends up serving: the daemon's pid, its binding, and the command's stderr. */
-  async mountAs(mnt = this.mnt, opts: { autoReclaim?: boolean; env?: NodeJS.ProcessEnv; umask?: number } = {}): Promise<{ pid: number; binding: string; stderr: string }> {
+  async mountAs(mnt = this.mnt, opts: { autoReclaim?: boolean; env?: NodeJS.ProcessEnv; umask?: number; writebackCache?: boolean } = {}): Promise<{ pid: number; binding: string; stderr: string }> {
     try {
       mkdirSync(mnt, { recursive: true });
     } catch (err) {
       // A mount left by a killed daemon answers ENOTCONN; thinvol mount clears it.
       if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
     }
-    const args = ['--pool', this.pool, 'mount', mnt, '--fuse', this.fuse, '--json', ...(opts.autoReclaim === false ? ['--no-auto-reclaim'] : [])];
+    const args = ['--pool', this.pool, 'mount', mnt, '--fuse', this.fuse, '--json', ...(opts.autoReclaim === false ? ['--no-auto-reclaim'] : []),
+      ...(opts.writebackCache === true ? ['--writeback-cache'] : [])];
     const r = opts.umask === undefined
       ? await run(THINVOL, args, opts.env ? { env: opts.env } : {})
       : await run('sh', ['-c', `umask ${opts.umask.toString(8).padStart(3, '0')}; exec "$0" "$@"`, THINVOL, ...args], opts.env ? { env: opts.env } : {});

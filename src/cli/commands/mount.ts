@@ -30,14 +30,15 @@ const NO_BACKGROUND_OPTIMIZER = ['--no-concurrent-recompilation'];
 const DAEMON_V8_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=10', ...NO_BACKGROUND_OPTIMIZER];
 
 /** Starts the daemon in the background and returns once it serves the mountpoint (or failed). */
-async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolean, fuse: FuseBinding): Promise<{ pid: number } & DaemonReady> {
+async function mountInBackground(a: GlobalArgs, mnt: string, autoReclaim: boolean, fuse: FuseBinding, writebackCache: boolean): Promise<{ pid: number } & DaemonReady> {
   const log = join(resolve(a.pool), 'run', 'daemon.log');
   const fd = openSync(log, 'a', 0o600);
   // Set here, before the spawn, the I/O-flusher flag reaches every thread of the daemon (child
   // processes inherit it); the daemon can only set it on threads it starts afterwards. Without
   // CAP_SYS_RESOURCE this fails, and the daemon says so in its log.
   setIoFlusher();
-  const child = spawn(process.execPath, [...DAEMON_V8_FLAGS, process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground', '--fuse', fuse, ...(autoReclaim ? [] : ['--no-auto-reclaim'])], {
+  const child = spawn(process.execPath, [...DAEMON_V8_FLAGS, process.argv[1] ?? '', '--pool', a.pool, 'mount', mnt, '--foreground', '--fuse', fuse, ...(autoReclaim ? [] : ['--no-auto-reclaim']),
+    ...(writebackCache ? ['--writeback-cache'] : [])], {
     detached: true, stdio: ['ignore', fd, fd, 'ipc'], env: process.env,
   });
   closeSync(fd);
@@ -59,13 +60,14 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .positional('mountpoint', { type: 'string', demandOption: true })
       .option('foreground', { type: 'boolean', default: false, describe: 'stay in the foreground until unmounted' })
       .option('auto-reclaim', { type: 'boolean', default: true, describe: 'give back blocks the guest ext4/XFS freed, a few seconds after its journal commits them (--no-auto-reclaim to turn off)' })
+      .option('writeback-cache', { type: 'boolean', default: false, describe: 'libfuse3: let the kernel cache buffered writes (a loop device without --direct-io) until fsync; faster, but a killed daemon loses unsynced writes still in that cache' })
       .option('fuse', { choices: FUSE_BINDINGS, default: 'libfuse3' as FuseBinding, describe: 'FUSE binding: libfuse3 (low-level, many requests in flight, discard and SEEK_DATA) or libfuse2 (fuse-native); libfuse3 falls back to libfuse2 with a warning if its part of the addon is not built' }),
     async (a) => {
       if (a.foreground) {
         const pool = Pool.open(a.pool);
         const tell = (m: object): void => { if (process.send) process.send(m); };
         try {
-          await runMountDaemon(pool, a.mountpoint, { autoReclaim: a['auto-reclaim'], fuse: a.fuse }, (ready) => {
+          await runMountDaemon(pool, a.mountpoint, { autoReclaim: a['auto-reclaim'], fuse: a.fuse, writebackCache: a['writeback-cache'] }, (ready) => {
             tell({ ready });
             if (process.connected) process.disconnect();
           });
@@ -78,7 +80,7 @@ export function mountCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       }
       await Pool.open(a.pool).close();
       const mnt = await prepareMountpoint(a.mountpoint);
-      const { pid, binding, warning } = await mountInBackground(a, mnt, a['auto-reclaim'], a.fuse);
+      const { pid, binding, warning } = await mountInBackground(a, mnt, a['auto-reclaim'], a.fuse, a['writeback-cache']);
       if (warning) process.stderr.write(`thinvol: warning: ${warning}\n`);
       emit(a.json, { mountpoint: mnt, pid, pool: resolve(a.pool), binding }, () => [`mounted pool ${resolve(a.pool)} at ${mnt} (daemon pid ${pid}, ${binding})`]);
     })
