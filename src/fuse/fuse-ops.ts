@@ -1,5 +1,4 @@
 import type { BackendSet } from '../backend/backend-set';
-import { holderId } from '../pool/holder';
 import { checkFileSize, type Pool } from '../pool/pool';
 import { BLOCK, MAX_VOLUME_BYTES, type Holder, type VolumeRecord } from '../store/records';
 import { constants } from 'node:os';
@@ -401,16 +400,16 @@ export class FuseOps {
         deadline ??= Date.now() + policy.fullTimeoutS * 1000;
         if (Date.now() >= deadline) throw err;
         // Space this daemon's volumes hold in reserve is what a waiting write needs first.
-        const before = this.pool.spaceState().freeBytes;
+        const before = this.pool.usage().freeBytes;
         if (!returned) {
           returned = true;
           for (const ov of this.#open.values()) ov.io.returnReserve();
-          if (this.pool.spaceState().freeBytes > before) continue;
+          if (this.pool.usage().freeBytes > before) continue;
         }
         this.#queued++;
         try {
           do await sleep(FULL_POLL_MS);
-          while (Date.now() < deadline && this.pool.spaceState().freeBytes <= before);
+          while (Date.now() < deadline && this.pool.usage().freeBytes <= before);
         } finally {
           this.#queued--;
         }
@@ -426,21 +425,12 @@ export class FuseOps {
   #refuseShrinkInUse(v: VolumeRecord, own: number): void {
     let handles = 0;
     for (const h of this.#handles.values()) if (h.io.id === v.id) handles++;
-    const others = this.pool.registry.serving(v.id).filter((d) => d.id !== this.daemonId);
-    const writer = this.pool.claimant(v.id);
-    const foreignWriter = writer !== undefined && holderId(writer) !== holderId(this.holder);
-    if (handles > own || others.length > 0 || foreignWriter) {
-      throw new FsError('EBUSY', `cannot shrink volume ${v.name}: it is open elsewhere`);
-    }
+    const why = handles > own ? 'open elsewhere' : this.pool.openElsewhere(v.id, { daemonId: this.daemonId, holder: this.holder });
+    if (why) throw new FsError('EBUSY', `cannot shrink volume ${v.name}: it is ${why}`);
   }
 
   #statfs(): object {
-    let capacity = 0;
-    let free = 0;
-    for (const b of this.pool.backendList()) {
-      capacity += b.capacityBytes;
-      free += b.capacityBytes - b.allocatedBytes - b.reservedBytes;
-    }
+    const { capacityBytes: capacity, freeBytes: free } = this.pool.usage();
     // statfs counts are 32-bit here: grow the fragment size until the block count fits.
     let frsize = BLOCK;
     while (capacity / frsize >= 2 ** 32) frsize *= 2;

@@ -12,6 +12,7 @@ import { BLOCK, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type Holder, 
 import { Allocator, type VolumeChanges } from './allocator';
 import { ChangeLog } from './change-log';
 import { Claims } from './claims';
+import { holderId } from './holder';
 import { Registry } from './registry';
 import { Relocation } from './relocation';
 import { SpaceMap } from './space-map';
@@ -169,7 +170,7 @@ export class Pool {
       const { onLowSpace: oldHook, ...rest } = { ...(sb.space ?? DEFAULT_SPACE_POLICY), ...change };
       const hook = onLowSpace === undefined ? oldHook : onLowSpace || undefined;
       const space: SpacePolicy = hook === undefined ? rest : { ...rest, onLowSpace: hook };
-      const capacity = this.backendList().reduce((n, b) => n + b.capacityBytes, 0);
+      const capacity = this.usage().capacityBytes;
       if (thresholdBytes(space.critical, capacity) > thresholdBytes(space.lowWater, capacity)) {
         throw new FsError('EINVAL', `the critical level (${formatThreshold(space.critical)}) must not lie above the low-water mark (${formatThreshold(space.lowWater)})`);
       }
@@ -178,15 +179,21 @@ export class Pool {
     });
   }
 
-  /** Free space (neither allocated nor reserved), the thresholds in bytes, writes waiting in live daemons, and the level. */
-  spaceState(): SpaceState {
-    const policy = this.spacePolicy();
+  /** Data space of all backends, and what of it is free (neither allocated nor reserved). */
+  usage(): { capacityBytes: number; freeBytes: number } {
     let capacityBytes = 0;
     let freeBytes = 0;
     for (const b of this.backendList()) {
       capacityBytes += b.capacityBytes;
       freeBytes += b.capacityBytes - b.allocatedBytes - b.reservedBytes;
     }
+    return { capacityBytes, freeBytes };
+  }
+
+  /** The free space, the thresholds in bytes, writes waiting in live daemons, and the level. */
+  spaceState(): SpaceState {
+    const policy = this.spacePolicy();
+    const { capacityBytes, freeBytes } = this.usage();
     const queuedWrites = this.registry.list().reduce((n, d) => n + (d.queuedWrites ?? 0), 0);
     return {
       level: spaceLevel(policy, capacityBytes, freeBytes, queuedWrites), capacityBytes, freeBytes, queuedWrites,
@@ -419,6 +426,17 @@ export class Pool {
 
   claimant(volumeId: number): Holder | undefined {
     return this.#claims.claimant(volumeId);
+  }
+
+  /**
+   * Why a volume is open in some other process, or undefined: a writer's claim, or a daemon
+   * serving it (maybe read-only, as `losetup -r` has it). `self` (a daemon asking) is not counted.
+   */
+  openElsewhere(volumeId: number, self?: { daemonId: string; holder: Holder }): string | undefined {
+    const writer = this.claimant(volumeId);
+    if (writer && (!self || holderId(writer) !== holderId(self.holder))) return `open for writing by pid ${writer.pid}`;
+    const d = this.registry.serving(volumeId).find((r) => r.id !== self?.daemonId);
+    return d && `open through the mount at ${d.mountpoint} (pid ${d.pid})`;
   }
 
   // Allocation: reserve (free -> reservation), write the data, then commit (reservation -> map).

@@ -3,20 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { mulberry32 } from '../support/prng';
-import { BINDINGS, dropCaches, must, needs, run, Sandbox } from '../support/sandbox';
+import { BINDINGS, dropCaches, must, needs, readAt, run, Sandbox } from '../support/sandbox';
 
 interface Df { capacityBytes: number; allocatedBytes: number; freeBytes: number; provisionedBytes: number; volumes: { name: string; sizeBytes: number; allocatedBytes: number }[] }
-
-async function readAt(file: string, offset: number, len: number): Promise<Buffer> {
-  const fh = await fs.open(file, 'r');
-  try {
-    const buf = Buffer.alloc(len);
-    const { bytesRead } = await fh.read(buf, 0, len, offset);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
 
 for (const fuse of BINDINGS) {
   describe(`data path through a real FUSE mount (${fuse})`, function () {

@@ -4,8 +4,7 @@ import { chmodSync, promises as fs, readdirSync, readFileSync, statSync } from '
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { mounts } from '../../src/daemon/mountpoint';
-import { processStartTime } from '../../src/pool/holder';
-import { BINDINGS, dropCaches, must, needs, run, Sandbox, sleep, type RunResult } from '../support/sandbox';
+import { alive, BINDINGS, dropCaches, must, needs, readAt, run, Sandbox, sleep, writeAt, type RunResult } from '../support/sandbox';
 
 const MiB = 2 ** 20;
 const NOBODY = 65534;
@@ -15,18 +14,6 @@ function asNobody(cmd: string, args: string[]): Promise<RunResult> {
   return run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', cmd, ...args]);
 }
 
-const alive = (pid: number): boolean => processStartTime(pid) !== undefined;
-
-/** Waits for a daemon to exit; if it does not, says what it logged and which files it holds. */
-async function waitGone(pid: number, ms: number, sb: Sandbox): Promise<void> {
-  for (const end = Date.now() + ms; alive(pid); await sleep(100)) {
-    if (Date.now() > end) {
-      const log = readFileSync(join(sb.pool, 'run', 'daemon.log'), 'utf8').split('\n').slice(-12).join('\n');
-      const fds = await run('ls', ['-l', `/proc/${pid}/fd`]);
-      throw new Error(`pid ${pid} still alive after ${ms} ms\ndaemon.log ends:\n${log}\nits files:\n${fds.stdout}`);
-    }
-  }
-}
 
 function controlSocket(sb: Sandbox): string {
   const name = readdirSync(join(sb.pool, 'run')).find((n) => n.endsWith('.sock'));
@@ -211,17 +198,6 @@ for (const binding of BINDINGS) {
     });
     after(() => sb.cleanup());
 
-    async function readDev(dev: string, len: number): Promise<Buffer> {
-      const fh = await fs.open(dev, 'r');
-      try {
-        const buf = Buffer.alloc(len);
-        await fh.read(buf, 0, len, 0);
-        return buf;
-      } finally {
-        await fh.close();
-      }
-    }
-
     it('rm of an open volume is EBUSY', async () => {
       await sb.cliOk('volume', 'create', 'open', '--size', '16M');
       const fh = await fs.open(join(sb.mnt, 'open'), 'r');
@@ -288,27 +264,14 @@ for (const binding of BINDINGS) {
       await must('umount', ['-l', sb.mnt]);
       await sleep(2500);
       expect(alive(pid), 'daemon alive after umount -l').to.equal(true);
-      expect((await readDev(dev, pattern.length)).equals(pattern)).to.equal(true);
+      expect((await readAt(dev, 0, pattern.length)).equals(pattern)).to.equal(true);
       const more = randomBytes(MiB);
-      const fh = await fs.open(dev, 'r+');
-      try {
-        await fh.write(more, 0, more.length, 8 * MiB);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await writeAt(dev, more, 8 * MiB);
       await sb.detach(dev);
-      await waitGone(pid, 30_000, sb);
+      await sb.waitGone(pid);
       expect((await mounts()).some((m) => m.mountpoint === resolve(sb.mnt))).to.equal(false);
       pid = await sb.mount();
-      const back = Buffer.alloc(MiB);
-      const rh = await fs.open(f, 'r');
-      try {
-        await rh.read(back, 0, MiB, 8 * MiB);
-      } finally {
-        await rh.close();
-      }
-      expect(back.equals(more)).to.equal(true);
+      expect((await readAt(f, 8 * MiB, MiB)).equals(more)).to.equal(true);
     });
 
     it('something mounted over the mountpoint: the daemon keeps serving the loop device beneath', async () => {
@@ -317,12 +280,12 @@ for (const binding of BINDINGS) {
       await sb.mountFs('tmpfs', sb.mnt, ['-t', 'tmpfs']);
       await sleep(2500);
       expect(alive(pid), 'daemon alive under the other mount').to.equal(true);
-      expect((await readDev(dev, pattern.length)).equals(pattern)).to.equal(true);
+      expect((await readAt(dev, 0, pattern.length)).equals(pattern)).to.equal(true);
       await sb.umountFs(sb.mnt);
       await sb.detach(dev);
       expect(alive(pid)).to.equal(true);
       await sb.umount();
-      await waitGone(pid, 30_000, sb);
+      await sb.waitGone(pid);
     });
   });
 }

@@ -4,21 +4,13 @@ import { copyFileSync, mkdtempSync, promises as fs, rmSync, statSync, truncateSy
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { mounts } from '../../src/daemon/mountpoint';
-import { processStartTime } from '../../src/pool/holder';
 import { mulberry32 } from '../support/prng';
-import { BINDINGS, dropCaches, must, run, Sandbox, sleep } from '../support/sandbox';
+import { alive, BINDINGS, dropCaches, must, readAt, run, Sandbox, sleep, writeAt } from '../support/sandbox';
 
 const MiB = 2 ** 20;
 const BLOCK = 4096;
 
 interface Status { daemons: { pid: number; mountpoint: string; binding: string }[] }
-
-/** A zombie counts as gone: the daemon is reparented to whoever reaps, maybe late. */
-const alive = (pid: number): boolean => processStartTime(pid) !== undefined;
-
-async function waitGone(pid: number, ms = 30_000): Promise<void> {
-  for (const end = Date.now() + ms; alive(pid); await sleep(50)) if (Date.now() > end) throw new Error(`pid ${pid} still alive after ${ms} ms`);
-}
 
 /** How many mount table entries sit at `mnt`. */
 async function mountsAt(mnt: string): Promise<number> {
@@ -36,27 +28,6 @@ async function allocatedUntil(sb: Sandbox, name: string, cond: (n: number) => bo
   let n = await allocated(sb, name);
   for (const end = Date.now() + ms; !cond(n) && Date.now() < end; n = await allocated(sb, name)) await sleep(250);
   return n;
-}
-
-async function readAt(file: string, offset: number, len: number): Promise<Buffer> {
-  const fh = await fs.open(file, 'r');
-  try {
-    const buf = Buffer.alloc(len);
-    const { bytesRead } = await fh.read(buf, 0, len, offset);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
-async function writeAt(file: string, data: Buffer, offset: number): Promise<void> {
-  const fh = await fs.open(file, 'r+');
-  try {
-    await fh.write(data, 0, data.length, offset);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 for (const fuse of BINDINGS) {
@@ -82,7 +53,7 @@ for (const fuse of BINDINGS) {
       expect(alive(pid)).to.equal(false);
       pid = await sb.mount();
       process.kill(pid, 'SIGTERM');
-      await waitGone(pid);
+      await sb.waitGone(pid);
       expect(await mountsAt(sb.mnt)).to.equal(0);
       expect((await sb.json<Status>('status')).daemons).to.deep.equal([]);
     });
@@ -97,7 +68,7 @@ for (const fuse of BINDINGS) {
       await must('dd', [`if=${dev}`, 'of=/dev/null', 'bs=64k', 'count=16', 'iflag=direct', 'status=none']);
       await sb.detach(dev);
       process.kill(pid, 'SIGTERM');
-      await waitGone(pid);
+      await sb.waitGone(pid);
       expect(await mountsAt(sb.mnt)).to.equal(0);
     });
 
@@ -106,7 +77,7 @@ for (const fuse of BINDINGS) {
       const data = randomBytes(3 * MiB + 5);
       await writeAt(vol, data, 777);
       process.kill(pid, 'SIGKILL');
-      await waitGone(pid);
+      await sb.waitGone(pid);
       // The killed daemon's threads may still be exiting (a request caught in the teardown
       // gets ECONNABORTED), and cached attributes may answer for a second: then ENOTCONN.
       let code = await statCode(sb.mnt);

@@ -1,9 +1,10 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { processStartTime } from '../../src/pool/holder';
 
 const execFileP = promisify(execFile);
 export const THINVOL = join(__dirname, '..', '..', '..', 'bin', 'thinvol');
@@ -155,6 +156,17 @@ export class Sandbox {
     this.#fsMounts.splice(this.#fsMounts.indexOf(at), 1);
   }
 
+  /** Waits for a daemon to exit; if it does not, says what it logged and which files it holds. */
+  async waitGone(pid: number, ms = 30_000): Promise<void> {
+    for (const end = Date.now() + ms; alive(pid); await sleep(50)) {
+      if (Date.now() > end) {
+        const log = (await readFile(join(this.pool, 'run', 'daemon.log'), 'utf8').catch(() => '')).split('\n').slice(-12).join('\n');
+        const fds = await run('ls', ['-l', `/proc/${pid}/fd`]);
+        throw new Error(`pid ${pid} still alive after ${ms} ms\ndaemon.log ends:\n${log}\nits files:\n${fds.stdout}`);
+      }
+    }
+  }
+
   async cleanup(): Promise<void> {
     for (const pid of this.#children) {
       try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
@@ -172,6 +184,32 @@ export class Sandbox {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A zombie counts as gone: the daemon is reparented to whoever reaps, maybe late. */
+export const alive = (pid: number): boolean => processStartTime(pid) !== undefined;
+
+/** Reads up to `len` bytes at `offset` of a file or device (fewer at its end). */
+export async function readAt(file: string, offset: number, len: number): Promise<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(len);
+    const { bytesRead } = await fh.read(buf, 0, len, offset);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes `data` at `offset` of a file or device and fsyncs it. */
+export async function writeAt(file: string, data: Buffer, offset: number): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    await fh.write(data, 0, data.length, offset);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
 
 /**
  * Skips the running test (or hook's suite) with the reason when a tool it drives is not installed:

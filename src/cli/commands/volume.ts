@@ -26,10 +26,8 @@ function modeArg(text: string): number {
 
 /** A daemon serving the volume has it open (maybe read-only, as `losetup -r` does) and caches its size. */
 function refuseIfInUse(pool: Pool, v: VolumeRecord, action: string): void {
-  const h = pool.claimant(v.id);
-  if (h) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is open for writing by pid ${h.pid}`);
-  const d = pool.registry.serving(v.id)[0];
-  if (d) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is open through the mount at ${d.mountpoint} (pid ${d.pid})`);
+  const why = pool.openElsewhere(v.id);
+  if (why) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is ${why}`);
 }
 
 const view = (v: VolumeRecord): object => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes, createdAt: new Date(v.createdAt).toISOString() });
