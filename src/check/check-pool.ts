@@ -1,9 +1,13 @@
 import type { Pool } from '../pool/pool';
-import { BLOCK } from '../store/records';
+import { BLOCK, HOLE_BACKEND } from '../store/records';
 
 export interface CheckReport {
   clean: boolean;
   errors: string[];
+  /** Of the errors: space or layers nothing can reach (never freed). */
+  leaks: string[];
+  /** Of the errors: space counted twice, or a layer with fewer references than it has (freed while still used). */
+  overCounts: string[];
   extents: number;
   freeRuns: number;
   reservedRuns: number;
@@ -37,13 +41,59 @@ interface Piece { start: number; len: number; what: string }
  */
 export function checkPool(pool: Pool): CheckReport {
   const errors: string[] = [];
+  const leaks: string[] = [];
+  const overCounts: string[] = [];
+  const leak = (m: string): void => { leaks.push(m); errors.push(m); };
+  const over = (m: string): void => { overCounts.push(m); errors.push(m); };
   const backends = new Map(pool.backendList().map((b) => [b.id, b]));
   const volumes = new Map(pool.volumeList().map((v) => [v.id, v]));
+  const snapshots = pool.snapshotList();
   const pieces = new Map<number, Piece[]>([...backends.keys()].map((id) => [id, []]));
-  const volAlloc = new Map<number, number>();
+  const layerAlloc = new Map<number, number>();
   let extents = 0;
   let freeRuns = 0;
   let reservedRuns = 0;
+
+  // Who reads each layer as its top: a volume, or a snapshot; its size bounds the entries.
+  const owners = new Map<number, { what: string; id: number; size: number }>();
+  const own = (layer: number, o: { what: string; id: number; size: number }): void => {
+    const twice = owners.get(layer);
+    if (twice) over(`layer ${layer} is the top of both ${twice.what} and ${o.what}`);
+    owners.set(layer, o);
+  };
+  for (const v of volumes.values()) own(v.layer ?? v.id, { what: `volume ${v.name}`, id: v.id, size: v.sizeBytes });
+  for (const s of snapshots) {
+    own(s.layer, { what: `snapshot ${s.name} (id ${s.id})`, id: s.id, size: s.sizeBytes });
+    if (!volumes.has(s.volume)) errors.push(`snapshot ${s.name} (id ${s.id}) belongs to volume id ${s.volume}, which does not exist`);
+  }
+  const records = new Map(pool.layerList().map((l) => [l.id, l]));
+  const children = new Map<number, number>();
+  for (const l of records.values()) {
+    if (l.parent === undefined) continue;
+    if (!records.has(l.parent) && !owners.has(l.parent)) errors.push(`layer ${l.id} lies above layer ${l.parent}, which does not exist`);
+    children.set(l.parent, (children.get(l.parent) ?? 0) + 1);
+  }
+  for (const [id, o] of owners) {
+    const rec = records.get(id);
+    if (rec && rec.owner !== o.id) errors.push(`layer ${id} names owner ${rec.owner ?? 'none'}, but it is the top of ${o.what}`);
+    if (!rec && (children.get(id) ?? 0) > 0) over(`layer ${id} (${o.what}) has layers above it but no record counting them`);
+  }
+  for (const l of records.values()) {
+    const n = children.get(l.id) ?? 0;
+    if (l.children > n) leak(`layer ${l.id} counts ${l.children} layers above it, ${n} lie there: it would never be freed`);
+    if (l.children < n) over(`layer ${l.id} counts ${l.children} layers above it, ${n} lie there: it would be freed while still read`);
+    if (!owners.has(l.id)) {
+      if (l.owner !== undefined) errors.push(`layer ${l.id} names owner ${l.owner}, which has another top`);
+      if (n < 2) leak(`layer ${l.id} belongs to nobody and has ${n} layer(s) above it: it should have been ${n === 0 ? 'freed' : 'merged into the one above'}`);
+    }
+  }
+  for (const id of owners.keys()) {
+    try {
+      pool.layers.chain(id);
+    } catch (err) {
+      errors.push((err as Error).message);
+    }
+  }
 
   const add = (backend: number, p: Piece): void => {
     const list = pieces.get(backend);
@@ -53,12 +103,17 @@ export function checkPool(pool: Pool): CheckReport {
 
   for (const e of pool.map.all()) {
     extents++;
-    const what = `volume ${e.volume} [${e.vstart},+${e.len})`;
-    const v = volumes.get(e.volume);
-    if (!v) errors.push(`${what} is mapped but the volume does not exist`);
-    else if (e.vstart + e.len > Math.ceil(v.sizeBytes / BLOCK) * BLOCK) errors.push(`${what} lies past the volume's end (${v.sizeBytes})`);
+    const o = owners.get(e.volume);
+    const what = `${o?.what ?? `layer ${e.volume}`} [${e.vstart},+${e.len})`;
     if (e.vstart % BLOCK || e.len % BLOCK || e.boff % BLOCK || e.len <= 0) errors.push(`${what} is not 4 KiB aligned`);
-    volAlloc.set(e.volume, (volAlloc.get(e.volume) ?? 0) + e.len);
+    if (!o && !records.has(e.volume)) {
+      if (e.backend !== HOLE_BACKEND) leak(`${what} is mapped but no volume, snapshot or layer has it`);
+      else errors.push(`${what} is a hole entry of no volume, snapshot or layer`);
+    }
+    // Hole entries past the end are what a shrink leaves over a snapshot's data: growing again must read zeros.
+    if (e.backend === HOLE_BACKEND) continue;
+    if (o && e.vstart + e.len > Math.ceil(o.size / BLOCK) * BLOCK) errors.push(`${what} lies past the end (${o.size})`);
+    layerAlloc.set(e.volume, (layerAlloc.get(e.volume) ?? 0) + e.len);
     add(e.backend, { start: e.boff, len: e.len, what: `${what} -> backend ${e.backend} @${e.boff}` });
   }
   for (const r of pool.space.runs()) {
@@ -77,22 +132,23 @@ export function checkPool(pool: Pool): CheckReport {
     let mapped = 0;
     let reserved = 0;
     for (const p of list) {
-      if (p.start < pos) errors.push(`backend ${id}: overlap at ${p.start}: ${p.what}`);
-      else if (p.start > pos) errors.push(`backend ${id}: [${pos},${p.start}) is neither mapped, free nor reserved (leaked)`);
+      if (p.start < pos) over(`backend ${id}: overlap at ${p.start}: ${p.what}`);
+      else if (p.start > pos) leak(`backend ${id}: [${pos},${p.start}) is neither mapped, free nor reserved (leaked)`);
       pos = Math.max(pos, p.start + p.len);
-      if (p.what.startsWith('volume')) mapped += p.len;
-      else if (p.what.startsWith('reservation')) reserved += p.len;
+      if (p.what.startsWith('free run')) continue;
+      if (p.what.startsWith('reservation')) reserved += p.len;
+      else mapped += p.len;
     }
     const end = b.dataStart + b.capacityBytes;
-    if (pos < end) errors.push(`backend ${id}: [${pos},${end}) is neither mapped, free nor reserved (leaked)`);
+    if (pos < end) leak(`backend ${id}: [${pos},${end}) is neither mapped, free nor reserved (leaked)`);
     if (pos > end) errors.push(`backend ${id}: space used up to ${pos}, past its end ${end}`);
     if (mapped !== b.allocatedBytes) errors.push(`backend ${id}: allocatedBytes says ${b.allocatedBytes}, the map holds ${mapped}`);
     if (reserved !== b.reservedBytes) errors.push(`backend ${id}: reservedBytes says ${b.reservedBytes}, reservations hold ${reserved}`);
   }
   for (const v of volumes.values()) {
-    const got = volAlloc.get(v.id) ?? 0;
-    if (got !== v.allocatedBytes) errors.push(`volume ${v.name}: allocatedBytes says ${v.allocatedBytes}, the map holds ${got}`);
+    const got = layerAlloc.get(v.layer ?? v.id) ?? 0;
+    if (got !== v.allocatedBytes) errors.push(`volume ${v.name}: allocatedBytes says ${v.allocatedBytes}, its top layer holds ${got}`);
     if (pool.nameIndex(v.name) !== v.id) errors.push(`volume ${v.name}: name index does not point at id ${v.id}`);
   }
-  return { clean: errors.length === 0, errors, extents, freeRuns, reservedRuns };
+  return { clean: errors.length === 0, errors, leaks, overCounts, extents, freeRuns, reservedRuns };
 }

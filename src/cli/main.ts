@@ -9,6 +9,7 @@ import { poolCommand } from './commands/pool';
 import { quickstartCommand } from './commands/quickstart';
 import { layoutCommands } from './commands/layout';
 import { reclaimCommand } from './commands/reclaim';
+import { snapshotCommand } from './commands/snapshot';
 import { statusCommand } from './commands/status';
 import { volumeCommand } from './commands/volume';
 import { DEFAULT_POOL, type GlobalArgs } from './context';
@@ -24,6 +25,6 @@ export async function main(argv: string[]): Promise<void> {
     .recommendCommands()
     .epilog('A VOLUME is named by its name, or by its id written id:N.\nLogs: DEBUG=thinvol:* traces FUSE operations, allocation decisions and commits.')
     .fail((msg, err) => { throw err ?? new FsError('EINVAL', msg.replace(/\n\s*/g, ' ')); }) as unknown as yargs.Argv<GlobalArgs>;
-  for (const add of [poolCommand, backendCommand, volumeCommand, mountCommand, dfCommand, mapCommand, checkCommand, reclaimCommand, layoutCommands, statusCommand, quickstartCommand]) y = add(y);
+  for (const add of [poolCommand, backendCommand, volumeCommand, snapshotCommand, mountCommand, dfCommand, mapCommand, checkCommand, reclaimCommand, layoutCommands, statusCommand, quickstartCommand]) y = add(y);
   await y.parseAsync();
 }

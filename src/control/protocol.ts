@@ -1,4 +1,5 @@
 import type { ReclaimReport } from '../reclaim/reclaimer';
+import type { SnapshotRecord } from '../store/records';
 import { FsError, errnoOf, type Errno } from '../util/errors';
 import { constants } from 'node:os';
 
@@ -13,7 +14,8 @@ export type Request =
   | { op: 'hold'; change: number; seq: number; volume: number; start: number; end: number }
   | { op: 'apply'; change: number; seq: number; volume: number; generation: number }
   | { op: 'release'; change: number; seq: number }
-  | { op: 'drop-reservations' };
+  | { op: 'drop-reservations' }
+  | { op: 'snapshot'; volume: string; name: string };
 
 export interface Answers {
   reclaim: ReclaimReport;
@@ -21,6 +23,7 @@ export interface Answers {
   apply: { ms: number };
   release: { ms: number };
   'drop-reservations': { ok: true };
+  snapshot: SnapshotRecord;
 }
 
 export type AnswerOf<R extends Request> = Answers[R['op']];
@@ -53,6 +56,10 @@ export function parseRequest(v: unknown): Request {
     case 'apply': return { op: 'apply', change: count(r.change, 'change'), seq: count(r.seq, 'seq'), volume: count(r.volume, 'volume'), generation: count(r.generation, 'generation') };
     case 'release': return { op: 'release', change: count(r.change, 'change'), seq: count(r.seq, 'seq') };
     case 'drop-reservations': return { op: 'drop-reservations' };
+    case 'snapshot':
+      if (typeof r.volume !== 'string' || r.volume === '') throw bad('volume must be a name');
+      if (typeof r.name !== 'string' || r.name === '') throw bad('name must be a snapshot name');
+      return { op: 'snapshot', volume: r.volume, name: r.name };
     default: throw bad(`unknown op ${JSON.stringify(r.op)}`);
   }
 }

@@ -17,7 +17,7 @@ export class HoldService {
 
   constructor(private readonly pool: Pool, private readonly id: string, private readonly ioOf: (volume: number) => VolumeIo | undefined, private readonly allIo: () => Iterable<VolumeIo>) {}
 
-  async handle(req: Exclude<Request, { op: 'reclaim' }>, conn: ControlConnection): Promise<unknown> {
+  async handle(req: Exclude<Request, { op: 'reclaim' | 'snapshot' }>, conn: ControlConnection): Promise<unknown> {
     switch (req.op) {
       case 'hold': return this.#hold({ change: req.change, seq: req.seq, volume: req.volume, start: req.start, end: req.end }, conn);
       case 'apply': return this.#apply(req.change, req.seq, req.volume, req.generation);

@@ -68,6 +68,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   pool.registry.register(holder, mnt, sockPath, binding);
   const control = await startControlServer(sockPath, async (req, conn) => {
     if (req.op === 'reclaim') return reclaim.reclaim(req.volume, req.dryRun);
+    if (req.op === 'snapshot') return ops.snapshot(req.volume, req.name);
     return holds.handle(req, conn);
   }, (await fs.stat(pool.dir)).uid);
   let server: FuseServer;

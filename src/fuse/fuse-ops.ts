@@ -1,6 +1,6 @@
 import type { BackendSet } from '../backend/backend-set';
 import { checkFileSize, type Pool } from '../pool/pool';
-import { BLOCK, MAX_VOLUME_BYTES, type Holder, type VolumeRecord } from '../store/records';
+import { BLOCK, MAX_VOLUME_BYTES, type Holder, type SnapshotRecord, type VolumeRecord } from '../store/records';
 import { constants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoOf, FsError } from '../util/errors';
@@ -106,8 +106,23 @@ export class FuseOps {
   #volume(path: string): VolumeRecord {
     const name = path.slice(1);
     const v = name.includes('/') || name === '' ? undefined : this.pool.findVolume(name);
-    if (!v || v.name !== name) throw new FsError('ENOENT', `no volume at ${path}`);
+    if (!v || v.name !== name) {
+      if (this.#snapshotAt(path)) throw new FsError('EROFS', `${name} is a snapshot: read-only (delete it with thinvol snapshot delete)`);
+      throw new FsError('ENOENT', `no volume at ${path}`);
+    }
     return v;
+  }
+
+  /** The snapshot file `/VOLUME@NAME`, if that is what `path` names. */
+  #snapshotAt(path: string): { volume: VolumeRecord; snapshot: SnapshotRecord } | undefined {
+    const name = path.slice(1);
+    return name.includes('/') ? undefined : this.pool.findSnapshot(name);
+  }
+
+  /** A snapshot reads as a read-only copy of its volume's file as it was. */
+  #snapshotStat(v: VolumeRecord, s: SnapshotRecord): Stat {
+    const t = new Date(s.createdAt);
+    return { mode: S_IFREG | (v.mode & 0o444), uid: v.uid, gid: v.gid, size: s.sizeBytes, nlink: 1, blocks: 0, blksize: BLOCK, mtime: t, atime: t, ctime: t };
   }
 
   #stat(v: VolumeRecord): Stat {
@@ -128,7 +143,7 @@ export class FuseOps {
    * Opens a volume for this daemon (a handle, or a short internal use): takes the write claim,
    * and registers the daemon as serving it, waiting while a layout change moves one of its ranges.
    */
-  async #acquire(v: VolumeRecord, writable: boolean): Promise<OpenVolume> {
+  async #acquire(v: { id: number }, writable: boolean): Promise<OpenVolume> {
     if (writable) this.pool.claim(v.id, this.holder);
     this.#serveRefs.set(v.id, (this.#serveRefs.get(v.id) ?? 0) + 1);
     try {
@@ -143,7 +158,10 @@ export class FuseOps {
       ov = { io: new VolumeIo(this.pool, this.backends, this.holder, v.id), handles: 0, writers: 0 };
       this.#open.set(v.id, ov);
     }
-    if (writable && ov.writers === 0) this.watcher?.opened(ov.io);
+    if (writable && ov.writers === 0) {
+      ov.io.writerHere = true;
+      this.watcher?.opened(ov.io);
+    }
     ov.io.refresh();
     ov.handles++;
     if (writable) ov.writers++;
@@ -160,6 +178,7 @@ export class FuseOps {
         if (writable && ov.writers === 0) {
           this.watcher?.closing(ov.io);
           await ov.io.close();
+          ov.io.writerHere = false;
         }
         if (ov.handles === 0 && this.#open.get(volume) === ov) this.#open.delete(volume);
       }
@@ -188,7 +207,7 @@ export class FuseOps {
     }
   }
 
-  async #openHandle(v: VolumeRecord, writable: boolean): Promise<number> {
+  async #openHandle(v: { id: number }, writable: boolean): Promise<number> {
     const ov = await this.#acquire(v, writable);
     const fd = this.#nextFd++;
     this.#handles.set(fd, { io: ov.io, writable });
@@ -209,17 +228,26 @@ export class FuseOps {
           const t = new Date(this.pool.superblock().createdAt);
           return { mode: S_IFDIR | 0o755, uid: 0, gid: 0, size: 4096, nlink: 2, blocks: 8, blksize: BLOCK, mtime: t, atime: t, ctime: t };
         }
+        const snap = this.#snapshotAt(path);
+        if (snap) return this.#snapshotStat(snap.volume, snap.snapshot);
         const v = this.#volume(path);
         const io = this.#open.get(v.id)?.io;
         return this.#stat(io ? { ...v, sizeBytes: io.size() } : v);
       }),
       readdir: (path: string, cb: Cb<string[]>) => run('readdir', cb, () => {
         if (path !== '/') throw new FsError('ENOTDIR', `${path} is not a directory`);
-        return this.pool.volumeList().map((v) => v.name);
+        const volumes = this.pool.volumeList();
+        const names = new Map(volumes.map((v) => [v.id, v.name]));
+        return [...volumes.map((v) => v.name), ...this.pool.snapshotList().map((s) => `${names.get(s.volume) ?? `id:${s.volume}`}@${s.name}`)];
       }),
       open: (path: string, flags: number, cb: Cb<number>) => run('open', cb, async () => {
-        const v = this.#volume(path);
         const writable = (flags & O_ACCMODE) !== 0;
+        const snap = this.#snapshotAt(path);
+        if (snap) {
+          if (writable) throw new FsError('EROFS', `${path.slice(1)} is a snapshot: read-only`);
+          return this.#openHandle(snap.snapshot, false);
+        }
+        const v = this.#volume(path);
         const fd = await this.#openHandle(v, writable);
         debug('open %s flags %o -> fd %d', path, flags, fd);
         // Both bindings ask for atomic O_TRUNC: the truncation comes here, where the caller's
@@ -373,6 +401,19 @@ export class FuseOps {
   /** Zeros over [start, end), less than two blocks: in place where mapped, nothing where a hole is. */
   async #writeZeros(io: VolumeIo, start: number, end: number): Promise<void> {
     for (let pos = start; pos < end; pos += BLOCK) await io.write(ZEROS.subarray(0, Math.min(BLOCK, end - pos)), pos);
+  }
+
+  /**
+   * Snapshot `name` of a volume, taken by this daemon when it serves the volume: in-flight
+   * writes finish, new ones wait, what is uncommitted is committed, then the top layer is frozen.
+   */
+  async snapshot(volume: string, name: string): Promise<SnapshotRecord> {
+    const v = this.pool.volume(volume);
+    const ov = this.#open.get(v.id);
+    if (!ov) return this.pool.createSnapshot(v.id, name, true);
+    const writer = this.pool.claimant(v.id);
+    if (writer && !ov.io.writerHere) throw new FsError('EAGAIN', `volume "${v.name}" is written by pid ${writer.pid}, not this daemon`);
+    return ov.io.takeSnapshot(name);
   }
 
   /** Runs `fn` on a volume by name, opening it for this daemon if it is not open (a cold reclaim). */

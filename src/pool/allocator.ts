@@ -1,9 +1,10 @@
 import type { MetaStore } from '../store/meta-store';
-import type { BackendRecord, Holder, Run } from '../store/records';
+import { HOLE_BACKEND, type BackendRecord, type Extent, type Holder, type Run } from '../store/records';
 import { FsError } from '../util/errors';
 import { logger } from '../util/log';
 import { holderAlive, holderId, parseHolderId } from './holder';
 import type { SpaceMap } from './space-map';
+import type { Layers } from './layers';
 import type { VolumeMap } from './volume-map';
 
 const debug = logger('alloc');
@@ -35,7 +36,7 @@ export interface VolumeChanges {
  * change); a dead process's reservations go back to the free table.
  */
 export class Allocator {
-  constructor(private readonly store: MetaStore, private readonly space: SpaceMap, private readonly map: VolumeMap, private readonly dir: string) {}
+  constructor(private readonly store: MetaStore, private readonly space: SpaceMap, private readonly map: VolumeMap, private readonly dir: string, private readonly layers: () => Layers) {}
 
   /**
    * Takes `want` bytes of backend space for `holder`, preferring to continue at `hint` so that
@@ -77,13 +78,22 @@ export class Allocator {
   commitChanges(holder: Holder, volumeId: number, c: VolumeChanges): void {
     const hid = holderId(holder);
     this.store.txn(() => {
-      if (!this.store.volumes.get(volumeId)) throw new FsError('ENOENT', `volume ${volumeId} was deleted while being written`);
+      const v = this.store.volumes.get(volumeId);
+      if (!v) throw new FsError('ENOENT', `volume ${volumeId} was deleted while being written`);
+      const top = v.layer ?? v.id;
+      // Layered (snapshotted or cloned): what the top unmaps may still show from below, and what
+      // it maps may lie over hole entries, or over entries a snapshot delete merged into it.
+      const chain = v.layer === undefined ? [top] : this.layers().chain(top);
       let removed = 0;
-      for (const r of c.removes) removed += this.unmap(volumeId, r.start, r.end - r.start);
+      for (const r of c.removes) {
+        removed += this.unmap(top, r.start, r.end - r.start);
+        this.layers().hideBelow(chain, r.start, r.end);
+      }
       let added = 0;
       for (const p of c.inserts) {
+        if (v.layer !== undefined) removed += this.unmap(top, p.vstart, p.run.len);
         this.takePending(hid, p.run);
-        this.map.insert(volumeId, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start });
+        this.map.insert(top, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start });
         this.adjustBackend(p.run.backend, p.run.len, -p.run.len);
         added += p.run.len;
       }
@@ -91,7 +101,7 @@ export class Allocator {
       const now = this.store.volumes.get(volumeId)!;
       this.store.volumes.put(volumeId, {
         ...now,
-        allocatedBytes: now.allocatedBytes + added,
+        allocatedBytes: now.allocatedBytes + added - removed,
         sizeBytes: c.sizeBytes ?? now.sizeBytes,
         mtimeMs: c.mtimeMs ?? now.mtimeMs,
         ...(c.reclaimedBytes > 0 ? { reclaimedBytes: (now.reclaimedBytes ?? 0) + c.reclaimedBytes } : {}),
@@ -153,21 +163,27 @@ export class Allocator {
     }
   }
 
-  /** Unmaps [offset, offset+len) of a volume, its space back to the free table; inside a transaction. */
-  unmap(volumeId: number, offset: number, len: number): number {
-    const freed = this.map.remove(volumeId, offset, len);
+  /**
+   * Unmaps [offset, offset+len) of a map layer, its data's space back to the free table (hole
+   * entries just go); inside a transaction. Returns the data bytes freed; the owner's counter
+   * is the caller's.
+   */
+  unmap(layer: number, offset: number, len: number): number {
+    const freed = this.map.remove(layer, offset, len);
     let total = 0;
-    const perBackend = new Map<number, number>();
     for (const e of freed) {
-      this.space.give({ backend: e.backend, start: e.boff, len: e.len });
-      perBackend.set(e.backend, (perBackend.get(e.backend) ?? 0) + e.len);
+      if (e.backend === HOLE_BACKEND) continue;
+      this.release(e);
       total += e.len;
     }
-    for (const [id, n] of perBackend) this.adjustBackend(id, -n, 0);
-    const v = this.store.volumes.get(volumeId);
-    if (v && total > 0) this.store.volumes.put(volumeId, { ...v, allocatedBytes: v.allocatedBytes - total });
-    if (total > 0) debug('unmap vol %d [%d,+%d): %d bytes freed', volumeId, offset, len, total);
+    if (total > 0) debug('unmap layer %d [%d,+%d): %d bytes freed', layer, offset, len, total);
     return total;
+  }
+
+  /** Gives a mapped run's space back to the free table; inside a transaction. */
+  release(e: Extent): void {
+    this.space.give({ backend: e.backend, start: e.boff, len: e.len });
+    this.adjustBackend(e.backend, -e.len, 0);
   }
 
   /** Moves counters of backend `id`; inside a transaction. */

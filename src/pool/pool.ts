@@ -8,11 +8,12 @@ import { FileBackend } from '../backend/file-backend';
 import { blockDeviceBytes, identityOf, probeBackend, sameIdentity, writeLabel, type BackendSpec, type ProbedBackend } from '../backend/backend-probe';
 import { LmdbStore } from '../store/lmdb-store';
 import type { MetaStore } from '../store/meta-store';
-import { BLOCK, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type Holder, type Run, type SpaceLevel, type SpacePolicy, type Superblock, type VolumeRecord } from '../store/records';
+import { BLOCK, HOLE_BACKEND, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type Holder, type LayerRecord, type Run, type SnapshotRecord, type SpaceLevel, type SpacePolicy, type Superblock, type VolumeRecord } from '../store/records';
 import { Allocator, type VolumeChanges } from './allocator';
 import { ChangeLog } from './change-log';
 import { Claims } from './claims';
 import { holderId } from './holder';
+import { Layers } from './layers';
 import { Registry } from './registry';
 import { Relocation } from './relocation';
 import { SpaceMap } from './space-map';
@@ -20,6 +21,9 @@ import { DEFAULT_SPACE_POLICY, formatThreshold, spaceLevel, thresholdBytes } fro
 import { VolumeMap } from './volume-map';
 
 export type { Placement, VolumeChanges, VRange } from './allocator';
+
+/** mappedBytes looks at this much of a view at a time: its memory stays bounded. */
+const MAP_WINDOW = 2 ** 30;
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 
@@ -64,6 +68,7 @@ export class Pool {
   readonly map: VolumeMap;
   readonly registry: Registry;
   readonly changes: ChangeLog;
+  readonly layers: Layers;
   readonly #store: MetaStore;
   readonly #alloc: Allocator;
   readonly #claims: Claims;
@@ -74,7 +79,8 @@ export class Pool {
     this.map = new VolumeMap(store.map);
     this.registry = new Registry(store);
     this.changes = new ChangeLog(store, dir);
-    this.#alloc = new Allocator(store, this.space, this.map, dir);
+    this.#alloc = new Allocator(store, this.space, this.map, dir, () => this.layers);
+    this.layers = new Layers(store, this.map, (e) => this.#alloc.release(e));
     this.#claims = new Claims(store);
   }
 
@@ -403,15 +409,157 @@ export class Pool {
     });
   }
 
-  deleteVolume(id: number): void {
-    this.#store.txn(() => {
+  /** Deletes a volume; refused while snapshots of it exist (they name it). Returns the bytes freed. */
+  deleteVolume(id: number): number {
+    return this.#store.txn(() => {
       const v = this.#store.volumes.get(id);
       if (!v) throw new FsError('ENOENT', `volume ${id} vanished`);
-      this.#alloc.unmap(id, 0, Number.MAX_SAFE_INTEGER - BLOCK);
+      const snaps = this.snapshotList(id);
+      if (snaps.length > 0) throw new FsError('EBUSY', `volume "${v.name}" has ${snaps.length} snapshot(s) (${snaps.map((x) => `${v.name}@${x.name}`).join(', ')}): delete them first, or clone one to keep it`);
       this.#store.volumes.remove(id);
       this.#store.names.remove(v.name);
       this.#store.claims.remove(id);
+      return this.layers.dropOwner(v.layer ?? v.id);
     });
+  }
+
+  // Snapshots and clones (see Layers): a snapshot freezes the volume's top layer.
+
+  /** The layers a volume or snapshot reads, top first. */
+  chainOf(id: number): number[] {
+    const v = this.#store.volumes.get(id);
+    if (v) return v.layer === undefined ? [v.id] : this.layers.chain(v.layer);
+    const s = this.#store.snapshots.get(id);
+    if (s) return this.layers.chain(s.layer);
+    throw new FsError('ENOENT', `no volume or snapshot with id ${id}`);
+  }
+
+  layerList(): LayerRecord[] {
+    return Array.from(this.#store.layers.getRange(), ({ value }) => value);
+  }
+
+  snapshotById(id: number): SnapshotRecord | undefined {
+    return this.#store.snapshots.get(id);
+  }
+
+  /** Snapshots of one volume (or all), oldest first. */
+  snapshotList(volumeId?: number): SnapshotRecord[] {
+    const all = Array.from(this.#store.snapshots.getRange(), ({ value }) => value);
+    return volumeId === undefined ? all : all.filter((x) => x.volume === volumeId);
+  }
+
+  /** A snapshot named `VOLUME@NAME`, or undefined. */
+  findSnapshot(ref: string): { volume: VolumeRecord; snapshot: SnapshotRecord } | undefined {
+    const at = ref.indexOf('@');
+    if (at <= 0) return undefined;
+    const volume = this.findVolume(ref.slice(0, at));
+    const snapshot = volume && this.snapshotList(volume.id).find((x) => x.name === ref.slice(at + 1));
+    return volume && snapshot ? { volume, snapshot } : undefined;
+  }
+
+  snapshot(ref: string): { volume: VolumeRecord; snapshot: SnapshotRecord } {
+    const found = this.findSnapshot(ref);
+    if (!found) throw new FsError('ENOENT', ref.includes('@') ? `no snapshot "${ref}" in pool ${this.dir} (see thinvol snapshot list)` : `bad snapshot name "${ref}": write VOLUME@NAME`);
+    return found;
+  }
+
+  /**
+   * Freezes the volume's top layer as snapshot `name` and gives the volume a new empty top:
+   * constant time, nothing copied. The caller is the one writer of the volume with nothing
+   * uncommitted (its daemon), or has made sure nobody has it open: `ifUnused` checks that inside
+   * the transaction.
+   */
+  createSnapshot(volumeId: number, name: string, ifUnused: boolean): SnapshotRecord {
+    checkVolumeName(name);
+    return this.#store.txn(() => {
+      const v = this.#store.volumes.get(volumeId);
+      if (!v) throw new FsError('ENOENT', `volume ${volumeId} vanished`);
+      if (this.snapshotList(v.id).some((x) => x.name === name)) throw new FsError('EEXIST', `snapshot ${v.name}@${name} already exists`);
+      if (ifUnused) {
+        const why = this.openElsewhere(v.id);
+        if (why) throw new FsError('EAGAIN', `volume "${v.name}" is ${why}`);
+      }
+      const sb = this.superblock();
+      const snapId = sb.nextVolumeId;
+      const newTop = sb.nextVolumeId + 1;
+      this.#store.meta.put('super', { ...sb, nextVolumeId: sb.nextVolumeId + 2 });
+      const top = v.layer ?? v.id;
+      this.layers.setOwner(top, snapId);
+      this.layers.add(newTop, top, v.id);
+      const snap: SnapshotRecord = { id: snapId, name, volume: v.id, layer: top, sizeBytes: v.sizeBytes, createdAt: Date.now() };
+      this.#store.snapshots.put(snapId, snap);
+      this.#store.volumes.put(v.id, { ...v, layer: newTop, allocatedBytes: 0 });
+      return snap;
+    });
+  }
+
+  /** Deletes a snapshot (refused while open through a mount); returns the bytes freed. */
+  deleteSnapshot(id: number): number {
+    return this.#store.txn(() => {
+      const s = this.#store.snapshots.get(id);
+      if (!s) throw new FsError('ENOENT', `snapshot ${id} vanished`);
+      const d = this.registry.serving(id)[0];
+      if (d) throw new FsError('EBUSY', `snapshot ${s.name} is open through the mount at ${d.mountpoint} (pid ${d.pid})`);
+      this.#store.snapshots.remove(id);
+      return this.layers.dropOwner(s.layer);
+    });
+  }
+
+  /** A new writable volume that starts as the snapshot and shares its blocks. */
+  cloneVolume(snapshotId: number, name: string, mode = 0o600): VolumeRecord {
+    checkVolumeName(name);
+    return this.#store.txn(() => {
+      const s = this.#store.snapshots.get(snapshotId);
+      if (!s) throw new FsError('ENOENT', `snapshot ${snapshotId} vanished`);
+      if (this.#store.names.get(name) !== undefined) throw new FsError('EEXIST', `volume "${name}" already exists`);
+      const sb = this.superblock();
+      const id = sb.nextVolumeId;
+      const top = sb.nextVolumeId + 1;
+      this.#store.meta.put('super', { ...sb, nextVolumeId: sb.nextVolumeId + 2 });
+      const now = Date.now();
+      const v: VolumeRecord = { id, name, sizeBytes: s.sizeBytes, allocatedBytes: 0, mode, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, createdAt: now, mtimeMs: now, layer: top };
+      this.layers.add(top, s.layer, id);
+      this.#store.volumes.put(id, v);
+      this.#store.names.put(name, id);
+      return v;
+    });
+  }
+
+  /** Puts a volume back to one of its snapshots (refused while open anywhere); returns the bytes freed. */
+  revertVolume(volumeId: number, snapshotId: number): number {
+    return this.#store.txn(() => {
+      const v = this.#store.volumes.get(volumeId);
+      const s = this.#store.snapshots.get(snapshotId);
+      if (!v || !s) throw new FsError('ENOENT', 'volume or snapshot vanished');
+      if (s.volume !== v.id) throw new FsError('EINVAL', `snapshot ${s.name} is not a snapshot of volume "${v.name}"`);
+      const why = this.openElsewhere(v.id);
+      if (why) throw new FsError('EBUSY', `cannot revert volume "${v.name}": it is ${why}`);
+      const sb = this.superblock();
+      const top = sb.nextVolumeId;
+      this.#store.meta.put('super', { ...sb, nextVolumeId: sb.nextVolumeId + 1 });
+      this.layers.add(top, s.layer, v.id);
+      this.#store.volumes.put(v.id, { ...v, layer: top, allocatedBytes: 0, sizeBytes: s.sizeBytes, mtimeMs: Date.now() });
+      return this.layers.dropOwner(v.layer ?? v.id);
+    });
+  }
+
+  /** Bytes a volume or snapshot reads as data (shared blocks included); scans its map a window at a time. */
+  mappedBytes(id: number, sizeBytes: number): number {
+    const chain = this.chainOf(id);
+    const v = this.#store.volumes.get(id);
+    if (v && chain.length === 1) return v.allocatedBytes;
+    let n = 0;
+    for (let w = 0; w < sizeBytes; w += MAP_WINDOW) for (const e of this.layers.resolve(chain, w, Math.min(sizeBytes, w + MAP_WINDOW))) n += e.len;
+    return n;
+  }
+
+  /** What deleting a volume or snapshot would give back to the free table. */
+  exclusiveBytes(id: number): number {
+    const v = this.#store.volumes.get(id);
+    if (v) return this.layers.wouldFree(v.layer ?? v.id, v.allocatedBytes);
+    const s = this.#store.snapshots.get(id);
+    if (!s) throw new FsError('ENOENT', `no volume or snapshot with id ${id}`);
+    return this.layers.wouldFree(s.layer);
   }
 
   // Claims: one writer per volume across all daemons of the pool.
@@ -465,7 +613,11 @@ export class Pool {
     return this.#alloc.mostFreeBackend();
   }
 
-  mapOf(volumeId: number): Extent[] {
-    return [...this.map.extents(volumeId)];
+  /** What a volume or snapshot maps, as it reads it (shared extents marked). */
+  mapOf(id: number): Extent[] {
+    const chain = this.chainOf(id);
+    if (chain.length === 1) return [...this.map.extents(chain[0]!)].filter((e) => e.backend !== HOLE_BACKEND);
+    const size = this.volumeById(id)?.sizeBytes ?? this.snapshotById(id)?.sizeBytes ?? 0;
+    return this.layers.resolve(chain, 0, Math.ceil(size / BLOCK) * BLOCK);
   }
 }

@@ -66,6 +66,8 @@ export class LmdbStore implements MetaStore {
   readonly daemons: Tables['daemons'];
   readonly changes: Tables['changes'];
   readonly leases: Tables['leases'];
+  readonly layers: Tables['layers'];
+  readonly snapshots: Tables['snapshots'];
   readonly #gate: OpenGate;
   readonly #env: RootDatabase;
   readonly #commits: Database<number, string>;
@@ -100,13 +102,15 @@ export class LmdbStore implements MetaStore {
             daemons: db('daemons'),
             changes: db('changes', 'ordered-binary'),
             leases: db('leases'),
+            layers: db('layers', 'ordered-binary'),
+            snapshots: db('snapshots', 'ordered-binary'),
           } as Tables,
         };
       });
       this.#env = opened.env;
       this.#commits = opened.commits;
       ({ meta: this.meta, backends: this.backends, volumes: this.volumes, names: this.names, map: this.map, free: this.free,
-        pending: this.pending, claims: this.claims, daemons: this.daemons, changes: this.changes, leases: this.leases } = opened.tables);
+        pending: this.pending, claims: this.claims, daemons: this.daemons, changes: this.changes, leases: this.leases, layers: this.layers, snapshots: this.snapshots } = opened.tables);
     } catch (err) {
       this.#gate.close();
       throw err;

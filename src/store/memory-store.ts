@@ -108,6 +108,8 @@ export class MemoryStore implements MetaStore {
   readonly daemons: Tables['daemons'] = this.#table('daemons');
   readonly changes: Tables['changes'] = this.#table('changes');
   readonly leases: Tables['leases'] = this.#table('leases');
+  readonly layers: Tables['layers'] = this.#table('layers');
+  readonly snapshots: Tables['snapshots'] = this.#table('snapshots');
   /** Every committed transaction's changes, in commit order. */
   readonly commits: Change[][] = [];
   /** Called after each commit (the recorder of the power-cut model listens here). */

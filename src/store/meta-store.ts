@@ -1,4 +1,4 @@
-import type { BackendRecord, ChangeRecord, DaemonRecord, Holder, Lease, Superblock, VolumeRecord } from './records';
+import type { BackendRecord, ChangeRecord, DaemonRecord, Holder, LayerRecord, Lease, SnapshotRecord, Superblock, VolumeRecord } from './records';
 import type { Table } from './table';
 
 export type FreeKey = [backendId: number, start: number];
@@ -19,6 +19,8 @@ export interface Tables {
   readonly daemons: Table<string, DaemonRecord>;
   readonly changes: Table<number, ChangeRecord>;
   readonly leases: Table<string, Lease>;
+  readonly layers: Table<number, LayerRecord>;
+  readonly snapshots: Table<number, SnapshotRecord>;
 }
 
 /**

@@ -70,15 +70,57 @@ export interface VolumeRecord {
   reclaimedBytes?: number;
   /** Map generation: bumped by every layout change applied to the volume. */
   generation?: number;
+  /**
+   * The map layer its writes go to (its *top*); absent: the volume's own id, with no layer
+   * below. Set once the volume was snapshotted or cloned: see LayerRecord.
+   */
+  layer?: number;
 }
 
-/** A map entry: volume bytes [vstart, vstart+len) live at backend `backend`, offset `boff`. */
+/**
+ * A map layer that has a layer below it or layers above it. Map entries are keyed by layer;
+ * a volume or snapshot sees its top layer, then each layer below through the gaps. A layer
+ * with layers above it is frozen (never written again); its blocks are shared by reference:
+ * `children` counts the layers whose parent it is, and a snapshot (or a volume) owning it
+ * counts once more. A layer owned by nobody whose children fall to one is merged into that
+ * child, to none is freed.
+ */
+export interface LayerRecord {
+  id: number;
+  parent?: number;
+  children: number;
+  /** The volume (whose top it is) or snapshot (whose image it is) it belongs to; none: kept only for its children. */
+  owner?: number;
+  /** Bumped by every layout change applied to the layer (daemons check it, as a volume's generation). */
+  generation?: number;
+}
+
+/** A read-only point-in-time image of a volume: its frozen layer and the size at that time. */
+export interface SnapshotRecord {
+  id: number;
+  name: string;
+  /** The volume it was taken of (a clone keeps its own snapshots apart). */
+  volume: number;
+  layer: number;
+  sizeBytes: number;
+  createdAt: number;
+}
+
+/**
+ * A map entry: volume bytes [vstart, vstart+len) live at backend `backend`, offset `boff`.
+ * Backend 0 (no backend has it) marks a *hole* entry: zeros that hide what a layer below maps.
+ */
 export interface Extent {
   vstart: number;
   len: number;
   backend: number;
   boff: number;
+  /** Seen through from a layer below the top: a write must not change it in place (copy on write). */
+  shared?: true;
 }
+
+/** The backend id of hole entries. */
+export const HOLE_BACKEND = 0;
 
 /** A run of backend space. */
 export interface Run { backend: number; start: number; len: number }

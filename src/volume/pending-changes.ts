@@ -32,7 +32,7 @@ function subtract(list: Extent[], s: number, t: number): Extent[] {
     const end = e.vstart + e.len;
     if (end <= s || e.vstart >= t) { out.push(e); continue; }
     if (e.vstart < s) out.push({ ...e, len: s - e.vstart });
-    if (end > t) out.push({ vstart: t, len: end - t, backend: e.backend, boff: e.boff + (t - e.vstart) });
+    if (end > t) out.push({ ...e, vstart: t, len: end - t, boff: e.boff + (t - e.vstart) });
   }
   return out;
 }
@@ -85,7 +85,8 @@ export class PendingChanges {
       let added = false;
       for (let i = firstEndingAfter(layer.inserts, start, pEnd); i < layer.inserts.length && layer.inserts[i]!.vstart < end; i++) {
         const p = clipPlacement(layer.inserts[i]!, Math.max(start, layer.inserts[i]!.vstart), Math.min(end, pEnd(layer.inserts[i]!)));
-        list = [...list, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start }];
+        // A copy on write lies over what a snapshot shares; anything else over a hole.
+        list = [...subtract(list, p.vstart, p.vstart + p.run.len), { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start }];
         added = true;
       }
       if (added) list.sort((x, y) => x.vstart - y.vstart);
@@ -93,7 +94,7 @@ export class PendingChanges {
     return list;
   }
 
-  /** Records a piece written into new space (into a hole of the current view). */
+  /** Records a piece written into new space (into a hole of the current view, or over blocks a snapshot shares). */
   insert(p: Placement): void {
     const list = this.#open.inserts;
     const i = firstEndingAfter(list, p.vstart, pEnd);

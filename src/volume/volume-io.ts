@@ -1,6 +1,6 @@
 import type { BackendSet } from '../backend/backend-set';
 import type { Placement, Pool } from '../pool/pool';
-import { BLOCK, type Extent, type Holder, type VolumeRecord } from '../store/records';
+import { BLOCK, MAX_VOLUME_BYTES, type Extent, type Holder, type SnapshotRecord, type VolumeRecord } from '../store/records';
 import { FsError } from '../util/errors';
 import { PendingChanges } from './pending-changes';
 import { RangeLock } from './range-lock';
@@ -46,9 +46,20 @@ export class VolumeIo {
   #committedSize: number | undefined;
   /** Told of every accepted write, under its range lock, before the data moves. */
   onWrite: ((start: number, end: number) => void) | undefined;
+  /**
+   * Set while this process holds the volume's write claim: then only this process moves its top
+   * layer (a snapshot through it), so the layer chain may be kept. A reader elsewhere looks it
+   * up each time: the writer may snapshot meanwhile.
+   */
+  writerHere = false;
+  /** The image when `id` names a snapshot: read-only, its size fixed. */
+  readonly image: SnapshotRecord | undefined;
+  #chain: number[] | undefined;
 
+  /** `id`: a volume's, or a snapshot's (read-only). */
   constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, readonly id: number) {
     this.#alloc = new StreamAllocator(pool, holder, id);
+    this.image = pool.volumeById(id) ? undefined : pool.snapshotById(id);
   }
 
   record(): VolumeRecord {
@@ -59,6 +70,7 @@ export class VolumeIo {
 
   /** The size as this data path sees it (a write past the end grows it before the commit). */
   size(): number {
+    if (this.image) return this.image.sizeBytes;
     this.#committedSize ??= this.record().sizeBytes;
     return this.#pending.sizeBytes ?? this.#committedSize;
   }
@@ -66,6 +78,18 @@ export class VolumeIo {
   /** Forgets the cached size (a new open: the volume may have been resized from outside meanwhile). */
   refresh(): void {
     if (this.#pending.sizeBytes === undefined) this.#committedSize = undefined;
+    this.#chain = undefined;
+  }
+
+  /** The layers this view reads, top first. Layers below only ever merge away, so a kept chain stays right for them. */
+  #layers(): number[] {
+    if (!this.writerHere && !this.image) return this.pool.chainOf(this.id);
+    this.#chain ??= this.pool.chainOf(this.id);
+    return this.#chain;
+  }
+
+  #refuseReadOnly(): void {
+    if (this.image) throw new FsError('EROFS', `snapshot ${this.image.name} is read-only`);
   }
 
   /** Mapped bytes discarded that the next commit gives back. */
@@ -81,9 +105,9 @@ export class VolumeIo {
     return this.#pending.mapChanged;
   }
 
-  /** Mapped extents of [start, end), clipped, in order, including what is not committed yet. */
+  /** Mapped extents of [start, end), clipped, in order, including what is not committed yet; those of layers below the top are marked shared. */
   mapped(start: number, end: number): Extent[] {
-    return this.#pending.view(this.pool.map.lookup(this.id, start, end - start), start, end);
+    return this.#pending.view(this.pool.layers.resolve(this.#layers(), start, end), start, end);
   }
 
   async read(buf: Buffer, len: number, offset: number): Promise<number> {
@@ -108,6 +132,7 @@ export class VolumeIo {
   }
 
   async write(buf: Buffer, offset: number): Promise<number> {
+    this.#refuseReadOnly();
     const len = buf.length;
     const a = floorB(offset);
     const b = ceilB(offset + len);
@@ -117,18 +142,24 @@ export class VolumeIo {
       const io: Promise<void>[] = [];
       let pos = a;
       const holes: [number, number][] = [];
+      const shared: Extent[] = [];
       for (const e of this.mapped(a, b)) {
         if (e.vstart > pos) holes.push([pos, e.vstart]);
+        pos = e.vstart + e.len;
+        if (e.shared) {
+          shared.push(e);
+          continue;
+        }
         const s = Math.max(e.vstart, offset);
         const t = Math.min(e.vstart + e.len, offset + len);
         if (t > s) io.push(this.backends.get(e.backend).then((be) => be.write(buf, s - offset, t - s, e.boff + (s - e.vstart))));
-        pos = e.vstart + e.len;
       }
       if (pos < b) holes.push([pos, b]);
       const placed: Placement[] = [];
       try {
         for (const [s, t] of holes.flatMap(([s, t]) => this.#nonZeroRuns(buf, offset, s, t))) placed.push(...this.#alloc.place(s, t - s));
         for (const p of placed) io.push(this.#writePlacement(buf, offset, p));
+        for (const e of shared) io.push(this.#copyOnWrite(buf, offset, e, placed));
         await Promise.all(io);
       } catch (err) {
         await Promise.allSettled(io);
@@ -146,18 +177,44 @@ export class VolumeIo {
   }
 
   /**
+   * A write over blocks a snapshot shares: they go to new space (the old blocks stay as they
+   * are, mapped by the snapshot); the parts of the first and last block the write does not
+   * cover are copied from the old ones first. Zero blocks are written too: skipping them would
+   * show the old data.
+   */
+  async #copyOnWrite(buf: Buffer, offset: number, e: Extent, placed: Placement[]): Promise<void> {
+    const end = e.vstart + e.len;
+    let data = buf;
+    let dataAt = offset;
+    if (e.vstart < offset || end > offset + buf.length) {
+      data = Buffer.allocUnsafe(e.len);
+      dataAt = e.vstart;
+      await (await this.backends.get(e.backend)).read(data, 0, e.len, e.boff);
+      const s = Math.max(e.vstart, offset);
+      const t = Math.min(end, offset + buf.length);
+      buf.copy(data, s - e.vstart, s - offset, t - offset);
+    }
+    const pieces = this.#alloc.place(e.vstart, e.len);
+    placed.push(...pieces);
+    await Promise.all(pieces.map((p) => this.#writePlacement(data, dataAt, p)));
+  }
+
+  /**
    * Unmaps the whole blocks of [start, end) (discard, reclaim, shrink): they read as zeros at
    * once and their space is freed by the next commit. Returns the bytes that were mapped.
    */
   async discard(start: number, end: number, opts: DiscardOptions = {}): Promise<number> {
+    this.#refuseReadOnly();
     const a = ceilB(start);
     const b = floorB(end);
     if (b <= a) return 0;
     const release = await this.lock.acquire(a, b, true);
     try {
       if (opts.stillValid && !opts.stillValid()) return 0;
-      const bytes = this.mapped(a, b).reduce((n, e) => n + e.len, 0);
-      if (bytes === 0) return 0;
+      const mapped = this.mapped(a, b);
+      if (mapped.length === 0) return 0;
+      // Blocks a snapshot shares stay allocated: the commit hides them from this volume only.
+      const bytes = mapped.reduce((n, e) => n + (e.shared ? 0 : e.len), 0);
       this.#pending.discard(a, b, bytes);
       if (opts.reclaim === true) this.#pending.addReclaimed(bytes);
       return bytes;
@@ -168,15 +225,21 @@ export class VolumeIo {
 
   /** Shrinks or grows, durably; a partial last block is zeroed past the new end so that growing later reads zeros. */
   async truncate(size: number): Promise<void> {
+    this.#refuseReadOnly();
     const old = this.size();
     const a = floorB(Math.min(size, old));
     const release = await this.lock.acquire(a, Math.max(ceilB(old), ceilB(size)), true);
     try {
       if (size < old && size % BLOCK !== 0) {
         const tail = ceilB(size) - size;
-        for (const e of this.mapped(size, size + tail)) await (await this.backends.get(e.backend)).write(ZERO, 0, e.len, e.boff);
+        const placed: Placement[] = [];
+        for (const e of this.mapped(floorB(size), ceilB(size))) {
+          if (e.shared) await this.#copyOnWrite(ZERO.subarray(0, tail), size, e, placed);
+          else await (await this.backends.get(e.backend)).write(ZERO, 0, tail, e.boff + (size - e.vstart));
+        }
+        for (const p of placed) this.#pending.insert(p);
       }
-      if (size < old) this.#pending.discard(ceilB(size), ceilB(old), this.mapped(ceilB(size), ceilB(old)).reduce((n, e) => n + e.len, 0));
+      if (size < old) this.#pending.discard(ceilB(size), ceilB(old), this.mapped(ceilB(size), ceilB(old)).reduce((n, e) => n + (e.shared ? 0 : e.len), 0));
       this.#pending.setSize(size);
       this.#pending.touch(Date.now());
     } finally {
@@ -205,6 +268,20 @@ export class VolumeIo {
     const sized = layers.findLast((c) => c.sizeBytes !== undefined);
     if (sized) this.#committedSize = sized.sizeBytes;
     this.#pending.committed(layers.length);
+  }
+
+  /** Freezes the volume as snapshot `name` once the writes in flight are done and committed (new ones wait). */
+  async takeSnapshot(name: string): Promise<SnapshotRecord> {
+    this.#refuseReadOnly();
+    const release = await this.lock.acquire(0, MAX_VOLUME_BYTES, true);
+    try {
+      await this.commit();
+      const snap = this.pool.createSnapshot(this.id, name, false);
+      this.#chain = undefined;
+      return snap;
+    } finally {
+      release();
+    }
   }
 
   /** Gives back the reserved space (a backend it lies on is being drained). */

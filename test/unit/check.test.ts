@@ -49,7 +49,7 @@ const damages: [string, Damage, RegExp][] = [
   ['an extent past the volume end', (mp) => {
     const v = mp.pool.volume('a');
     mp.store.txn(() => mp.store.volumes.put(v.id, { ...v, sizeBytes: MiB }));
-  }, /past the volume's end/],
+  }, /lies past the end/],
 ];
 
 describe('check: recompute and diff, against a damage generator', () => {

@@ -8,12 +8,17 @@ import { emit, table } from '../output';
 export function poolUsage(pool: Pool): {
   capacityBytes: number; allocatedBytes: number; reservedBytes: number; freeBytes: number; freeingBytes: number; provisionedBytes: number;
   backends: { id: number; path: string; capacityBytes: number; allocatedBytes: number; freeBytes: number }[];
-  volumes: { id: number; name: string; sizeBytes: number; allocatedBytes: number; reclaimedBytes: number }[];
+  volumes: { id: number; name: string; sizeBytes: number; allocatedBytes: number; exclusiveBytes: number; reclaimedBytes: number; snapshots: number }[];
   reclaimedBytes: number;
   space: SpaceView;
 } {
   const backends = pool.backendList().map((b) => ({ id: b.id, path: b.path, capacityBytes: b.capacityBytes, allocatedBytes: b.allocatedBytes, reservedBytes: b.reservedBytes, freeBytes: b.capacityBytes - b.allocatedBytes - b.reservedBytes }));
-  const volumes = pool.volumeList().map((v) => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes, reclaimedBytes: v.reclaimedBytes ?? 0 }));
+  const snapshots = pool.snapshotList();
+  // allocatedBytes: what a volume maps, blocks shared with its snapshots included (the pool's counts each block once); exclusiveBytes: what deleting it gives back.
+  const volumes = pool.volumeList().map((v) => ({
+    id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: pool.mappedBytes(v.id, v.sizeBytes), exclusiveBytes: pool.exclusiveBytes(v.id),
+    reclaimedBytes: v.reclaimedBytes ?? 0, snapshots: snapshots.filter((s) => s.volume === v.id).length,
+  }));
   const sum = <T>(xs: T[], f: (x: T) => number): number => xs.reduce((s, x) => s + f(x), 0);
   return {
     capacityBytes: sum(backends, (b) => b.capacityBytes),
@@ -54,7 +59,7 @@ export function dfCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         '',
         ...table([['BACKEND', 'PATH', 'CAPACITY', 'ALLOCATED', 'FREE'], ...u.backends.map((b) => [String(b.id), b.path, formatSize(b.capacityBytes), formatSize(b.allocatedBytes), formatSize(b.freeBytes)])]),
         '',
-        ...table([['VOLUME', 'NAME', 'SIZE', 'ALLOCATED', 'RECLAIMED'], ...u.volumes.map((v) => [String(v.id), v.name, formatSize(v.sizeBytes), formatSize(v.allocatedBytes), formatSize(v.reclaimedBytes)])]),
+        ...table([['VOLUME', 'NAME', 'SIZE', 'ALLOCATED', 'EXCLUSIVE', 'SNAPSHOTS', 'RECLAIMED'], ...u.volumes.map((v) => [String(v.id), v.name, formatSize(v.sizeBytes), formatSize(v.allocatedBytes), formatSize(v.exclusiveBytes), String(v.snapshots), formatSize(v.reclaimedBytes)])]),
       ]);
     }));
 }

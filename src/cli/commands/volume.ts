@@ -30,7 +30,10 @@ function refuseIfInUse(pool: Pool, v: VolumeRecord, action: string): void {
   if (why) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is ${why}`);
 }
 
-const view = (v: VolumeRecord): object => ({ id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: v.allocatedBytes, createdAt: new Date(v.createdAt).toISOString() });
+/** allocatedBytes: what the volume maps (blocks shared with snapshots included); exclusiveBytes: what deleting it gives back. */
+const view = (pool: Pool, v: VolumeRecord): { id: number; name: string; sizeBytes: number; allocatedBytes: number; exclusiveBytes: number; createdAt: string } => ({
+  id: v.id, name: v.name, sizeBytes: v.sizeBytes, allocatedBytes: pool.mappedBytes(v.id, v.sizeBytes), exclusiveBytes: pool.exclusiveBytes(v.id), createdAt: new Date(v.createdAt).toISOString(),
+});
 
 export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
   return y.command('volume', 'create, list, inspect, resize, rename and delete volumes', (b) => b
@@ -43,18 +46,20 @@ export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       emit(a.json, { id: v.id, name: v.name, sizeBytes: v.sizeBytes }, () => [`created volume ${v.name}: id ${v.id}, size ${formatSize(v.sizeBytes)} (${v.sizeBytes} bytes)`]);
     }))
     .command('list', 'list volumes', (c) => c, (a) => withPool(a, (pool) => {
-      const list = pool.volumeList();
-      emit(a.json, list.map(view), () => table([['ID', 'NAME', 'SIZE', 'ALLOCATED'],
-        ...list.map((v) => [String(v.id), v.name, formatSize(v.sizeBytes), formatSize(v.allocatedBytes)])]));
+      const list = pool.volumeList().map((v) => view(pool, v));
+      emit(a.json, list, () => table([['ID', 'NAME', 'SIZE', 'ALLOCATED', 'EXCLUSIVE'],
+        ...list.map((v) => [String(v.id), v.name, formatSize(v.sizeBytes), formatSize(v.allocatedBytes), formatSize(v.exclusiveBytes)])]));
     }))
     .command('info <name>', 'show one volume', (c) => c.positional('name', { type: 'string', demandOption: true }), (a) => withPool(a, (pool) => {
-      const v = pool.volume(a.name);
+      const v = view(pool, pool.volume(a.name));
       const extents = pool.mapOf(v.id).length;
       const writer = pool.claimant(v.id);
-      emit(a.json, { ...view(v), extents, writerPid: writer?.pid ?? null }, () => [
+      const snapshots = pool.snapshotList(v.id).map((s) => s.name);
+      emit(a.json, { ...v, extents, writerPid: writer?.pid ?? null, snapshots }, () => [
         `volume ${v.name} (id ${v.id})`,
         `  size:      ${formatSize(v.sizeBytes)} (${v.sizeBytes} bytes)`,
-        `  allocated: ${formatSize(v.allocatedBytes)} (${v.allocatedBytes} bytes) in ${extents} extents`,
+        `  allocated: ${formatSize(v.allocatedBytes)} (${v.allocatedBytes} bytes) in ${extents} extents, ${formatSize(v.exclusiveBytes)} of it its own`,
+        `  snapshots: ${snapshots.length === 0 ? 'none' : snapshots.join(', ')}`,
         `  writer:    ${writer ? `pid ${writer.pid}` : 'none'}`,
       ]);
     }))
@@ -76,20 +81,38 @@ export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         pool.unclaim(v.id, holder);
         await backends.closeAll();
       }
-      const r = pool.volume(a.name);
-      emit(a.json, view(r), () => [`resized volume ${r.name} to ${formatSize(r.sizeBytes)} (${r.sizeBytes} bytes)`]);
+      const r = view(pool, pool.volume(a.name));
+      emit(a.json, r, () => [`resized volume ${r.name} to ${formatSize(r.sizeBytes)} (${r.sizeBytes} bytes)`]);
     }))
     .command('rename <old> <new>', 'rename a volume', (c) => c.positional('old', { type: 'string', demandOption: true }).positional('new', { type: 'string', demandOption: true }),
       (a) => withPool(a, (pool) => {
-        const r = pool.renameVolume(a.old, a.new);
-        emit(a.json, view(r), () => [`renamed volume ${a.old} to ${r.name}`]);
+        const r = view(pool, pool.renameVolume(a.old, a.new));
+        emit(a.json, r, () => [`renamed volume ${a.old} to ${r.name}`]);
       }))
-    .command('delete <name>', 'delete a volume and free its space', (c) => c.positional('name', { type: 'string', demandOption: true }),
+    .command('delete <name>', 'delete a volume and free its space (refused while it has snapshots)', (c) => c.positional('name', { type: 'string', demandOption: true }),
       (a) => withPool(a, async (pool) => {
         const v = pool.volume(a.name);
         refuseIfInUse(pool, v, 'delete');
-        pool.deleteVolume(v.id);
-        emit(a.json, { deleted: v.name, id: v.id, freedBytes: v.allocatedBytes }, () => [`deleted volume ${v.name} (freed ${formatSize(v.allocatedBytes)})`]);
+        const freedBytes = pool.deleteVolume(v.id);
+        emit(a.json, { deleted: v.name, id: v.id, freedBytes }, () => [`deleted volume ${v.name} (freed ${formatSize(freedBytes)})`]);
       }))
-    .demandCommand(1, 'say which: volume create|list|info|resize|rename|delete'), () => undefined);
+    .command('clone <snapshot> <name>', 'a new writable volume that starts as snapshot VOLUME@NAME and shares its blocks (constant time)', (c) => c
+      .positional('snapshot', { type: 'string', demandOption: true })
+      .positional('name', { type: 'string', demandOption: true })
+      .option('mode', { type: 'string', default: '0600', describe: 'permissions of the new volume file in the mount (octal)' }),
+    (a) => withPool(a, (pool) => {
+      const { snapshot } = pool.snapshot(a.snapshot);
+      const v = view(pool, pool.cloneVolume(snapshot.id, a.name, modeArg(a.mode)));
+      emit(a.json, v, () => [`created volume ${v.name} (id ${v.id}) from ${a.snapshot}, size ${formatSize(v.sizeBytes)}`]);
+    }))
+    .command('revert <name> <snapshot>', 'put a volume back to one of its snapshots, VOLUME@NAME (refused while the volume is open); what it wrote since is freed', (c) => c
+      .positional('name', { type: 'string', demandOption: true })
+      .positional('snapshot', { type: 'string', demandOption: true }),
+    (a) => withPool(a, (pool) => {
+      const v = pool.volume(a.name);
+      const { snapshot } = pool.snapshot(a.snapshot);
+      const freedBytes = pool.revertVolume(v.id, snapshot.id);
+      emit(a.json, { reverted: v.name, to: a.snapshot, freedBytes }, () => [`reverted volume ${v.name} to ${a.snapshot} (freed ${formatSize(freedBytes)})`]);
+    }))
+    .demandCommand(1, 'say which: volume create|list|info|resize|rename|delete|clone|revert'), () => undefined);
 }
