@@ -11,11 +11,20 @@ const debug = logger('hold');
 
 interface ActiveHold { record: HoldRecord; unlock: () => void; timer: NodeJS.Timeout; since: number }
 
-/** The daemon's side of a layout change: hold a range, switch to the new map, release. */
+/**
+ * The daemon's side of a layout change: hold a range, switch to the new map, release. A batch
+ * names a map layer (HoldRecord.volume): a volume's own, or one snapshots share, which every
+ * open volume and snapshot reading through it holds.
+ */
 export class HoldService {
   readonly #holds = new Map<string, ActiveHold>();
 
-  constructor(private readonly pool: Pool, private readonly id: string, private readonly ioOf: (volume: number) => VolumeIo | undefined, private readonly allIo: () => Iterable<VolumeIo>) {}
+  constructor(private readonly pool: Pool, private readonly id: string, private readonly allIo: () => Iterable<VolumeIo>) {}
+
+  /** This daemon's open volumes and snapshots that read map layer `layer`. */
+  #reading(layer: number): VolumeIo[] {
+    return [...this.allIo()].filter((io) => io.reads(layer));
+  }
 
   async handle(req: Exclude<Request, { op: 'reclaim' | 'snapshot' }>, conn: ControlConnection): Promise<unknown> {
     switch (req.op) {
@@ -33,12 +42,15 @@ export class HoldService {
     const since = Date.now();
     const key = `${record.change}:${record.seq}`;
     if (this.#holds.has(key)) throw new Error(`batch ${key} is already held`);
-    const io = this.ioOf(record.volume);
-    const unlock = io ? await io.lock.acquire(record.start, record.end, true) : () => undefined;
+    const unlocks: (() => void)[] = [];
+    const unlock = (): void => { for (const u of unlocks.splice(0)) u(); };
     let refused: string | undefined;
     try {
-      // The controller planned from the store: what this daemon has not committed must be there.
-      await io?.commit();
+      for (const io of this.#reading(record.volume)) {
+        unlocks.push(await io.lock.acquire(record.start, record.end, true));
+        // The controller planned from the store: what this daemon has not committed must be there.
+        await io.commit();
+      }
       refused = this.pool.registry.addHold(this.id, record);
     } catch (err) {
       unlock();
@@ -60,9 +72,9 @@ export class HoldService {
     const since = Date.now();
     if (!this.#holds.has(`${change}:${seq}`)) throw new Error(`apply for batch ${change}:${seq}, which this daemon does not hold`);
     this.pool.freshView();
-    const seen = this.pool.volumeById(volume)?.generation ?? 0;
-    if (seen !== generation) throw new Error(`volume ${volume} is at map generation ${seen}, the controller says ${generation}`);
-    this.ioOf(volume)?.dropReservation();
+    const seen = this.pool.layers.generation(volume) ?? 0;
+    if (seen !== generation) throw new Error(`map layer ${volume} is at generation ${seen}, the controller says ${generation}`);
+    for (const io of this.#reading(volume)) io.dropReservation();
     return { ms: Date.now() - since };
   }
 

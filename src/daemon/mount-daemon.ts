@@ -63,7 +63,7 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   const reclaim = new ReclaimService(ops);
   // Write histories are kept whether or not reclaim runs by itself: `thinvol reclaim` needs them.
   ops.watcher = reclaim;
-  const holds = new HoldService(pool, daemonId, (v) => ops.ioOf(v), () => [...ops.openVolumes].map((ov) => ov.io));
+  const holds = new HoldService(pool, daemonId, () => [...ops.openVolumes].map((ov) => ov.io));
   const sockPath = controlSocketPath(pool.runDir, process.pid);
   pool.registry.register(holder, mnt, sockPath, binding);
   const control = await startControlServer(sockPath, async (req, conn) => {

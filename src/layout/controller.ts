@@ -2,7 +2,7 @@ import type { BackendSet } from '../backend/backend-set';
 import { ControlSession, controlRequest } from '../control/control-client';
 import type { Request } from '../control/protocol';
 import type { Pool } from '../pool/pool';
-import type { BatchRecord, ChangeRecord, ChangeRequest, DaemonRecord, DaemonReport, Move } from '../store/records';
+import { HOLE_BACKEND, type BatchRecord, type ChangeRecord, type ChangeRequest, type DaemonRecord, type DaemonReport, type Move } from '../store/records';
 import { Relocation, StaleBatch } from '../pool/relocation';
 import { FsError, LeaseLost } from '../util/errors';
 import { logger } from '../util/log';
@@ -140,7 +140,7 @@ export class LayoutController {
     const { bytes } = this.opts.limits;
     switch (r.kind) {
       case 'drain': return { needs: (e) => e.backend === r.backend && !skip.has(e.volume), to: this.pool.mostFreeBackend(), bytes };
-      case 'migrate': return { needs: (e) => e.backend !== r.to && !skip.has(e.volume), to: r.to, bytes };
+      case 'migrate': return { needs: (e) => e.backend !== r.to && e.backend !== HOLE_BACKEND && !skip.has(e.volume), to: r.to, bytes };
       case 'rebalance': {
         const step = rebalanceStep(this.pool.backendList(), bytes);
         return step && { needs: (e) => e.backend === step.from && !skip.has(e.volume), to: step.to, bytes: Math.min(bytes, step.bytes) };
@@ -148,10 +148,15 @@ export class LayoutController {
     }
   }
 
-  /** Where a scan starts: the migrated range, or the whole map. */
+  /** Where a scan starts: the migrated range (in the volume's top layer), or the whole map (every layer, shared ones moved once). */
   #origin(): [number, number] {
     const r = this.#change.request;
-    return r.kind === 'migrate' ? [r.volume, r.offset] : [0, 0];
+    return r.kind === 'migrate' ? [this.#migrateLayer(r.volume), r.offset] : [0, 0];
+  }
+
+  #migrateLayer(volume: number): number {
+    const v = this.pool.volumeById(volume);
+    return v?.layer ?? volume;
   }
 
   /** The map from a position on; for a migrate, only the asked range of its volume, clipped to it. */
@@ -163,7 +168,7 @@ export class LayoutController {
     }
     const end = r.offset + r.length;
     for (const e of this.pool.map.from(volume, offset)) {
-      if (e.volume !== r.volume || e.vstart >= end) return;
+      if (e.volume !== this.#migrateLayer(r.volume) || e.vstart >= end) return;
       yield { ...e, len: Math.min(e.len, end - e.vstart) };
     }
   }
@@ -257,7 +262,7 @@ export class LayoutController {
   #arm(planned: PlannedBatch): DaemonRecord[] | undefined {
     const now = Date.now();
     return this.pool.txn(() => {
-      const serving = this.pool.registry.serving(planned.volume);
+      const serving = this.pool.servingLayer(planned.volume);
       const late = serving.filter((d) => !d.fenced && now - d.heartbeatAt > this.opts.timeoutMs)
         .map((d) => ({ daemon: d.id, pid: d.pid, reason: `no heartbeat for ${((now - d.heartbeatAt) / 1000).toFixed(1)} s`, at: now }));
       for (const f of late) {
@@ -312,7 +317,7 @@ export class LayoutController {
     for (const d of serving) {
       if (!this.pool.registry.holding(d.id, this.#change.id, batch.seq)) throw new StaleBatch(`daemon pid ${d.pid} no longer holds the range`);
     }
-    for (const d of this.pool.registry.serving(batch.volume)) {
+    for (const d of this.pool.servingLayer(batch.volume)) {
       if (!batch.daemons.includes(d.id)) throw new StaleBatch(`daemon pid ${d.pid} started serving the volume`);
     }
   }

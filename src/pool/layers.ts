@@ -116,6 +116,28 @@ export class Layers {
     return n;
   }
 
+  /**
+   * A map layer's generation, bumped by every layout change applied to it: kept on the volume
+   * record for a volume never snapshotted (its id is its layer), else on the layer record.
+   * Undefined when no such layer exists.
+   */
+  generation(layer: number): number | undefined {
+    const rec = this.store.layers.get(layer);
+    if (rec) return rec.generation ?? 0;
+    const v = this.store.volumes.get(layer);
+    return v && v.layer === undefined ? (v.generation ?? 0) : undefined;
+  }
+
+  /** Bumps the generation (inside a transaction); undefined when the layer no longer exists. */
+  bumpGeneration(layer: number): number | undefined {
+    const g = this.generation(layer);
+    if (g === undefined) return undefined;
+    const rec = this.store.layers.get(layer);
+    if (rec) this.store.layers.put(layer, { ...rec, generation: g + 1 });
+    else this.store.volumes.put(layer, { ...this.store.volumes.get(layer)!, generation: g + 1 });
+    return g + 1;
+  }
+
   /** Layers whose parent is `layer`. */
   children(layer: number): number[] {
     const out: number[] = [];

@@ -8,7 +8,7 @@ import { FileBackend } from '../backend/file-backend';
 import { blockDeviceBytes, identityOf, probeBackend, sameIdentity, writeLabel, type BackendSpec, type ProbedBackend } from '../backend/backend-probe';
 import { LmdbStore } from '../store/lmdb-store';
 import type { MetaStore } from '../store/meta-store';
-import { BLOCK, HOLE_BACKEND, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type Holder, type LayerRecord, type Run, type SnapshotRecord, type SpaceLevel, type SpacePolicy, type Superblock, type VolumeRecord } from '../store/records';
+import { BLOCK, HOLE_BACKEND, MAX_VOLUME_BYTES, type BackendRecord, type Extent, type DaemonRecord, type Holder, type LayerRecord, type Run, type SnapshotRecord, type SpaceLevel, type SpacePolicy, type Superblock, type VolumeRecord } from '../store/records';
 import { Allocator, type VolumeChanges } from './allocator';
 import { ChangeLog } from './change-log';
 import { Claims } from './claims';
@@ -77,7 +77,7 @@ export class Pool {
     this.#store = store;
     this.space = new SpaceMap(store.free);
     this.map = new VolumeMap(store.map);
-    this.registry = new Registry(store);
+    this.registry = new Registry(store, (id) => this.#readers(id));
     this.changes = new ChangeLog(store, dir);
     this.#alloc = new Allocator(store, this.space, this.map, dir, () => this.layers);
     this.layers = new Layers(store, this.map, (e) => this.#alloc.release(e));
@@ -96,7 +96,7 @@ export class Pool {
 
   /** The metadata side of one layout change's moves, its space reserved under `owner`. */
   relocation(owner: string): Relocation {
-    return new Relocation(this.#store, this.#alloc, this.space, this.map, owner);
+    return new Relocation(this.#alloc, this.space, this.map, this.layers, owner);
   }
 
   static metaFile(dir: string): string {
@@ -424,6 +424,26 @@ export class Pool {
   }
 
   // Snapshots and clones (see Layers): a snapshot freezes the volume's top layer.
+
+  /** Ids of the volumes and snapshots that read map layer `layer`. */
+  readersOf(layer: number): number[] {
+    const out: number[] = [];
+    for (const v of this.volumeList()) if (this.chainOf(v.id).includes(layer)) out.push(v.id);
+    for (const s of this.snapshotList()) if (this.layers.chain(s.layer).includes(layer)) out.push(s.id);
+    return out;
+  }
+
+  /** Live daemons serving any volume or snapshot that reads map layer `layer` (a layout change holds them all). */
+  servingLayer(layer: number): DaemonRecord[] {
+    const found = new Map<string, DaemonRecord>();
+    for (const id of this.readersOf(layer)) for (const d of this.registry.serving(id)) found.set(d.id, d);
+    return [...found.values()];
+  }
+
+  /** The layers a volume or snapshot id reads (just itself when it names neither: a volume being created). */
+  #readers(id: number): number[] {
+    return this.#store.volumes.get(id) || this.#store.snapshots.get(id) ? this.chainOf(id) : [id];
+  }
 
   /** The layers a volume or snapshot reads, top first. */
   chainOf(id: number): number[] {

@@ -18,7 +18,8 @@ export type Health = 'ok' | 'late' | 'fenced';
  * in which a daemon starts serving a volume.
  */
 export class Registry {
-  constructor(private readonly store: MetaStore) {}
+  /** `layersOf`: the map layers a volume or snapshot reads (a layout change on any of them holds it). */
+  constructor(private readonly store: MetaStore, private readonly layersOf: (id: number) => number[] = (id) => [id]) {}
 
   register(holder: Holder, mountpoint: string, socket: string, binding?: string): void {
     const id = holderId(holder);
@@ -125,6 +126,6 @@ export class Registry {
     const lease = this.store.leases.get('controller');
     if (!leaseLive(lease)) return false;
     const batch = this.store.changes.get(lease.change)?.batch;
-    return batch !== undefined && batch.volume === volume;
+    return batch !== undefined && this.layersOf(volume).includes(batch.volume);
   }
 }

@@ -1,6 +1,6 @@
-import type { MetaStore } from '../store/meta-store';
 import type { Move, Run } from '../store/records';
 import type { Allocator } from './allocator';
+import type { Layers } from './layers';
 import type { SpaceMap } from './space-map';
 import type { VolumeMap } from './volume-map';
 
@@ -14,7 +14,7 @@ export class StaleBatch extends Error {}
  * Pool.relocation().
  */
 export class Relocation {
-  constructor(private readonly store: MetaStore, private readonly alloc: Allocator, private readonly space: SpaceMap, private readonly map: VolumeMap, readonly owner: string) {}
+  constructor(private readonly alloc: Allocator, private readonly space: SpaceMap, private readonly map: VolumeMap, private readonly layers: Layers, readonly owner: string) {}
 
   /** Takes `want` bytes on one backend, in as few runs as it can. Inside a transaction. */
   reserveOn(backend: number, volumeId: number, want: number): Run[] {
@@ -32,7 +32,8 @@ export class Relocation {
   }
 
   /**
-   * Points each move's volume range at its new run; the old runs stay reserved by the change.
+   * Points each move's range of map layer `volumeId` (a volume's, or one a snapshot shares: every
+   * view through it sees the new run) at its new run; the old runs stay reserved by the change.
    * Throws StaleBatch if any range is no longer mapped where the move says; inside the
    * caller's transaction, which the throw aborts, so nothing changes. Returns the volume's new
    * map generation.
@@ -52,10 +53,8 @@ export class Relocation {
       this.alloc.adjustBackend(m.from.backend, -m.len, m.len);
       this.alloc.adjustBackend(m.to.backend, m.len, -m.len);
     }
-    const v = this.store.volumes.get(volumeId);
-    if (!v) throw new StaleBatch(`volume ${volumeId} was deleted while being moved`);
-    const generation = (v.generation ?? 0) + 1;
-    this.store.volumes.put(volumeId, { ...v, generation });
+    const generation = this.layers.bumpGeneration(volumeId);
+    if (generation === undefined) throw new StaleBatch(`map layer ${volumeId} was deleted while being moved`);
     return generation;
   }
 

@@ -88,6 +88,11 @@ export class VolumeIo {
     return this.#chain;
   }
 
+  /** Whether this view reads map layer `layer` (looked up afresh: a layout change asks). */
+  reads(layer: number): boolean {
+    return this.pool.chainOf(this.id).includes(layer);
+  }
+
   #refuseReadOnly(): void {
     if (this.image) throw new FsError('EROFS', `snapshot ${this.image.name} is read-only`);
   }

@@ -25,7 +25,7 @@ async function setup(): Promise<{ mp: MemoryPool; hold: HoldService; id: string;
     batch: { seq: 1, volume: vol, start: 0, end: MiB, moves: [], daemons: [id], state: 'holding', startedAt: 0 },
   };
   mp.store.txn(() => mp.store.changes.put(7, change));
-  const hold = new HoldService(mp.pool, id, () => io, () => [io]);
+  const hold = new HoldService(mp.pool, id, () => [io]);
   return { mp, hold, id, vol, ioOf: () => io };
 }
 

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { checkPool } from '../../src/check/check-pool';
+import { LayoutController } from '../../src/layout/controller';
 import { BLOCK } from '../../src/store/records';
 import type { VolumeIo } from '../../src/volume/volume-io';
 import { MemoryPool } from '../support/memory-pool';
@@ -177,6 +178,37 @@ describe('snapshots and clones (memory backends)', () => {
       expectClean(mp, 'end');
     });
   }
+
+  it('a drain moves each shared run once and keeps it shared: the pool allocates the same bytes, every view reads the same, check is clean', async () => {
+    const mp = MemoryPool.create(64 * MiB, 64 * MiB);
+    mp.store.txn(() => mp.store.backends.put(2, { ...mp.pool.backend(2), draining: true }));
+    const v = mp.pool.createVolume('a', SIZE).id;
+    const io = writer(mp, v);
+    const rnd = mulberry32(7);
+    const img = Buffer.from(Array.from({ length: SIZE }, () => Math.floor(rnd() * 256)));
+    await io.write(img, 0);
+    const s1 = await io.takeSnapshot('s1');
+    await io.write(Buffer.alloc(64 * 1024, 5), 128 * 1024);
+    const s2 = await io.takeSnapshot('s2');
+    const clone = mp.pool.cloneVolume(s1.id, 'c');
+    const cio = writer(mp, clone.id);
+    await cio.write(Buffer.alloc(8192, 6), 4096);
+    await io.write(Buffer.alloc(4096, 7), MiB);
+    await io.close();
+    await cio.close();
+    const views = [v, s1.id, s2.id, clone.id];
+    const before = await Promise.all(views.map((id) => readAll(mp.io(id), SIZE)));
+    mp.store.txn(() => mp.store.backends.put(2, { ...mp.pool.backend(2), draining: false }));
+    const allocated = (): number => mp.pool.backendList().reduce((n, b) => n + b.allocatedBytes, 0);
+    const total = allocated();
+    expect(mp.pool.backend(1).allocatedBytes).to.equal(total);
+    const c = await new LayoutController(mp.pool, { timeoutMs: 1000, limits: { bytes: 256 * 1024, span: 4 * MiB }, backends: mp.backends, stop: () => false }).run({ kind: 'drain', backend: 1 });
+    expect(c.state).to.equal('done');
+    expect(mp.pool.backend(1).allocatedBytes).to.equal(0);
+    expect(allocated(), 'shared runs moved once').to.equal(total);
+    for (const [i, id] of views.entries()) expect((await readAll(mp.io(id), SIZE)).equals(before[i]!), `view ${id}`).to.equal(true);
+    expectClean(mp, 'after the drain');
+  });
 
   it('check tells a leaked layer from an over-counted one', () => {
     const mp = MemoryPool.create(64 * MiB);
