@@ -31,7 +31,7 @@ export async function findMount(mountpoint: string): Promise<MountEntry | undefi
 
 /**
  * Checks a mountpoint is a usable empty spot; a thinvol mount left behind by a crashed daemon
- * (ENOTCONN) is detached first.
+ * (ENOTCONN, or ECONNABORTED when requests were in flight as it died) is detached first.
  */
 export async function prepareMountpoint(mountpoint: string): Promise<string> {
   const abs = resolve(mountpoint);
@@ -41,7 +41,7 @@ export async function prepareMountpoint(mountpoint: string): Promise<string> {
     // A name nobody uses is looked up by the server: a stat of the mountpoint itself may be
     // answered from the kernel's attribute cache even when the server is gone.
     const probe = join(abs, `.thinvol-probe-${randomBytes(8).toString('hex')}`);
-    const stale = await fs.stat(probe).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN');
+    const stale = await fs.stat(probe).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN' || err.code === 'ECONNABORTED');
     if (!stale) throw new FsError('EBUSY', `mountpoint ${abs} is busy: ${existing.fstype} from ${existing.source} is mounted there`);
     await execFileP('fusermount', ['-uz', abs]).catch(() => execFileP('umount', ['-l', abs]));
   }

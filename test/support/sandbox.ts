@@ -112,8 +112,9 @@ export class Sandbox {
     try {
       mkdirSync(mnt, { recursive: true });
     } catch (err) {
-      // A mount left by a killed daemon answers ENOTCONN; thinvol mount clears it.
-      if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
+      // A mount left by a killed daemon answers ENOTCONN (ECONNABORTED if it died with requests in flight); thinvol mount clears it.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTCONN' && code !== 'ECONNABORTED') throw err;
     }
     const args = ['--pool', this.pool, 'mount', mnt, '--fuse', this.fuse, '--json', ...(opts.autoReclaim === false ? ['--no-auto-reclaim'] : []),
       ...(opts.writebackCache === true ? ['--writeback-cache'] : [])];
