@@ -17,6 +17,7 @@ import {
 import { type Dio, Thinvol, attachLoop, startPassthrough, startQsd, withLoop } from './bench/targets';
 import { blockSections } from './bench/block';
 import { ensureFusectl } from './bench/probe';
+import { snapshotChecks } from './bench/snapshots';
 
 const ROOT = resolve(__dirname, '..', '..');
 const MiB = 1024 * 1024;
@@ -24,7 +25,7 @@ const GiB = 1024 * MiB;
 
 /* ------------------------------------------------------------------ options */
 
-const SECTIONS = ['dio', 'ext4', 'seq', 'iops', 'mkfs', 'rss'] as const;
+const SECTIONS = ['dio', 'ext4', 'seq', 'iops', 'mkfs', 'rss', 'snap'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Options {
@@ -61,7 +62,7 @@ const USAGE = `usage: npm run bench -- [flags]
   sections: dio and ext4 compare thinvol (libfuse3), thinvol --fuse libfuse2, qsd and a plain file,
   ext4 also thinvol mount --writeback-cache (wbcache);
   seq and iops compare thinvol with plain, qsd, a fuse-native passthrough (and --baseline);
-  mkfs and rss check thinvol alone
+  mkfs, rss and snap (snapshot create latency and I/O stall, copy-on-write IOPS, df/check with 10 snapshots) check thinvol alone
   --block-runtime S    seconds per time-based fio job of dio and ext4 (default ${DEFAULTS.blockRuntime})
   --dio-size-mib N     region the dio jobs cover, written first (default ${DEFAULTS.dioSizeMiB})
   --ext4-size-mib N    the image ext4 is made on, new each round (default ${DEFAULTS.ext4SizeMiB})
@@ -283,7 +284,7 @@ async function main(): Promise<void> {
   const poolBytes = o.rounds * (seqBytes + iopsBytes) + fileBytes;
   const poolBackendGiB = Math.max(8, Math.ceil(poolBytes / GiB) + 2);
   const blockBytes = o.only.includes('dio') || o.only.includes('ext4') ? 4 * o.dioSizeMiB * MiB + 3 * o.rounds * (o.dioSizeMiB + o.ext4SeqMiB + o.ext4RandMiB + 200) * MiB : 0;
-  const need = blockBytes + 3 * fileBytes + (base ? 2 : 1) * poolBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0);
+  const need = blockBytes + 3 * fileBytes + (base ? 2 : 1) * poolBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0) + (o.only.includes('snap') ? 8 * GiB : 0);
   const st = statfsSync(o.tmpdir);
   if (st.bavail * st.bsize < need) throw new Error(`${o.tmpdir} has ${fmt((st.bavail * st.bsize) / GiB)} GiB free; the run needs about ${fmt(need / GiB)} GiB`);
 
@@ -531,6 +532,11 @@ async function main(): Promise<void> {
           : '',
       });
       if ('value' in res) log(`daemon VmRSS ${fmt(res.value / 1024)} MiB, VmHWM ${fmt(hwm / 1024)} MiB after ${ios} writes in ${fmt(seconds)} s (${fmt(ios / seconds, 0)} IOPS)`);
+    }
+    if (o.only.includes('snap')) {
+      const rows = await snapshotChecks(thinvolBin, tmp, { runtime: o.blockRuntime, rounds: o.rounds, mapEntries: 1_000_000, snapshots: 10 }, cleanup, log);
+      for (const r of rows) log(`${r.label}: ${r.value} (${r.note})`);
+      report.checks.push(...rows);
     }
   } finally {
     await cleanup.runAll();
