@@ -217,3 +217,52 @@ describe('snapshots and kill -9: copy-on-write interrupted', function () {
     expect(r.code, r.stdout + r.stderr).to.equal(0);
   });
 });
+
+describe('snapshot commands: bad input and refusals get one clear line and change nothing', function () {
+  const sb = new Sandbox();
+  before(async () => {
+    await sb.createPool('b1:256M');
+    await sb.cliOk('volume', 'create', 'v', '--size', '16M');
+    await sb.mount();
+    await writeAt(join(sb.mnt, 'v'), Buffer.alloc(MiB, 3), 0);
+    await sb.cliOk('snapshot', 'create', 'v', 's');
+  });
+  after(() => sb.cleanup());
+
+  it('refuses a missing volume, a duplicate or bad name, a malformed or missing snapshot, deleting a volume with snapshots, reverting an open volume; the mount refuses changing a snapshot file', async () => {
+    const open = await fs.open(join(sb.mnt, 'v'), 'r');
+    try {
+      await refusals();
+    } finally {
+      await open.close();
+    }
+    const snap = join(sb.mnt, 'v@s');
+    for (const [cmd, args] of [['rm', [snap]], ['truncate', ['-s', '0', snap]], ['mv', [snap, join(sb.mnt, 'w')]], ['chmod', ['0644', snap]]] as const) {
+      const r = await run(cmd, [...args]);
+      expect(r.code, cmd).to.not.equal(0);
+      expect(r.stderr, cmd).to.match(/Read-only file system/);
+    }
+    const list = await sb.json<SnapshotView[]>('snapshot', 'list');
+    expect(list.map((s) => `${s.volume}@${s.name}`)).to.deep.equal(['v@s']);
+    expect((await readAt(snap, 0, MiB)).every((b) => b === 3)).to.equal(true);
+  });
+
+  async function refusals(): Promise<void> {
+    for (const [args, why] of [
+      [['snapshot', 'create', 'nope', 's'], /no volume "nope"/],
+      [['snapshot', 'create', 'v', 's'], /snapshot v@s already exists/],
+      [['snapshot', 'create', 'v', 'a@b'], /bad volume name "a@b"/],
+      [['snapshot', 'delete', 'v'], /write VOLUME@NAME/],
+      [['snapshot', 'delete', 'v@nope'], /no snapshot "v@nope"/],
+      [['volume', 'clone', 'v@nope', 'c'], /no snapshot "v@nope"/],
+      [['volume', 'clone', 'v@s', 'v'], /volume "v" already exists/],
+      [['volume', 'delete', 'v'], /is open|has 1 snapshot/],
+      [['volume', 'revert', 'v', 'v@s'], /cannot revert volume "v": it is open/],
+    ] as const) {
+      const r = await sb.cli(...args);
+      expect(r.code, args.join(' ')).to.not.equal(0);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).to.have.length(1);
+      expect(r.stderr, args.join(' ')).to.match(why);
+    }
+  }
+});

@@ -8,6 +8,12 @@ import { formatSize } from '../../util/size';
 import { withPool, type GlobalArgs } from '../context';
 import { emit, table } from '../output';
 import { spaceLine, spaceView, type SpaceView } from './df';
+
+/** A snapshot a daemon serves, by its file name in the mount. */
+function snapshotName(pool: Pool, id: number): string | undefined {
+  const s = pool.snapshotById(id);
+  return s && `${pool.volumeById(s.volume)?.name ?? `id:${s.volume}`}@${s.name}`;
+}
 import { summarize } from './layout';
 
 const BAR = 30;
@@ -18,7 +24,7 @@ interface Status { space: SpaceView; daemons: StatusDaemon[]; controller?: { pid
 function snapshot(pool: Pool): Status {
   const daemons = pool.registry.list().map((d) => ({
     id: d.id, pid: d.pid, mountpoint: d.mountpoint, binding: d.binding ?? 'libfuse2', health: pool.registry.health(d, LATE_MS), heartbeatAgeMs: Date.now() - d.heartbeatAt,
-    epoch: d.epoch, volumes: d.volumes.map((v) => pool.volumeById(v)?.name ?? String(v)), holds: d.holds.length, queuedWrites: d.queuedWrites ?? 0,
+    epoch: d.epoch, volumes: d.volumes.map((v) => pool.volumeById(v)?.name ?? snapshotName(pool, v) ?? String(v)), holds: d.holds.length, queuedWrites: d.queuedWrites ?? 0,
     ...(d.fenced ? { fenced: { change: d.fenced.change, reason: d.fenced.reason } } : {}),
   }));
   const lease = pool.changes.lease();
