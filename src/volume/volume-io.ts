@@ -275,9 +275,14 @@ export class VolumeIo {
     this.#pending.committed(layers.length);
   }
 
-  /** Freezes the volume as snapshot `name` once the writes in flight are done and committed (new ones wait). */
+  /**
+   * Freezes the volume as snapshot `name` once the writes in flight are done and committed (new
+   * ones wait). What is uncommitted is committed first while writes go on, so that the flush
+   * under the lock, which stops the volume's I/O, covers only what came meanwhile.
+   */
   async takeSnapshot(name: string): Promise<SnapshotRecord> {
     this.#refuseReadOnly();
+    await this.commit();
     const release = await this.lock.acquire(0, MAX_VOLUME_BYTES, true);
     try {
       await this.commit();
