@@ -1,5 +1,5 @@
 import type { BackendSet } from '../backend/backend-set';
-import type { Placement, Pool } from '../pool/pool';
+import type { Placement, Pool, VRange } from '../pool/pool';
 import { BLOCK, type Extent, type Holder, type VolumeRecord } from '../store/records';
 import { FsError } from '../util/errors';
 import { PendingChanges } from './pending-changes';
@@ -46,6 +46,12 @@ export class VolumeIo {
   #committedSize: number | undefined;
   /** Told of every accepted write, under its range lock, before the data moves. */
   onWrite: ((start: number, end: number) => void) | undefined;
+  /**
+   * Where the guest keeps its journal (ext4) or log (XFS), sorted, as reclaim last found it:
+   * new space for writes wholly inside may come from the pool's journal reserve, so that a
+   * full guest can still commit the deletes that free space.
+   */
+  journal: VRange[] = [];
 
   constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, readonly id: number) {
     this.#alloc = new StreamAllocator(pool, holder, id);
@@ -127,7 +133,7 @@ export class VolumeIo {
       if (pos < b) holes.push([pos, b]);
       const placed: Placement[] = [];
       try {
-        for (const [s, t] of holes.flatMap(([s, t]) => this.#nonZeroRuns(buf, offset, s, t))) placed.push(...this.#alloc.place(s, t - s));
+        for (const [s, t] of holes.flatMap(([s, t]) => this.#nonZeroRuns(buf, offset, s, t))) placed.push(...this.#place(s, t));
         for (const p of placed) io.push(this.#writePlacement(buf, offset, p));
         await Promise.all(io);
       } catch (err) {
@@ -221,6 +227,16 @@ export class VolumeIo {
   async close(): Promise<void> {
     await this.commit();
     this.#alloc.returnReservation();
+  }
+
+  /** New space for [s, t): ordinary allocation, else (the pool full) the journal reserve if the range lies in the guest's journal. */
+  #place(s: number, t: number): Placement[] {
+    try {
+      return this.#alloc.place(s, t - s);
+    } catch (err) {
+      if (!(err instanceof FsError) || err.code !== 'ENOSPC' || !this.journal.some((r) => r.start <= s && t <= r.end)) throw err;
+      return this.#alloc.placeFromReserve(s, t - s);
+    }
   }
 
   /** Block-aligned runs inside hole [s, t) whose data (the part of the write in them) is not all zero. */
