@@ -447,10 +447,17 @@ export class FuseOps {
           for (const ov of this.#open.values()) ov.io.returnReserve();
           if (this.pool.usage().freeBytes > before) continue;
         }
+        // Journal writes may take from the reserve meanwhile: space counts as appearing when it
+        // grows past the lowest seen, not past what there was when this write began to wait.
+        let lowest = before;
         this.#queued++;
         try {
-          do await sleep(FULL_POLL_MS);
-          while (Date.now() < deadline && this.pool.usage().freeBytes <= before);
+          for (;;) {
+            await sleep(FULL_POLL_MS);
+            const free = this.pool.usage().freeBytes;
+            if (Date.now() >= deadline || free > lowest) break;
+            lowest = free;
+          }
         } finally {
           this.#queued--;
         }
@@ -471,13 +478,13 @@ export class FuseOps {
   }
 
   #statfs(): object {
-    const { capacityBytes: capacity, freeBytes: free } = this.pool.usage();
+    const { capacityBytes: capacity, freeBytes: free, reserveBytes: reserve } = this.pool.spaceState();
     // statfs counts are 32-bit here: grow the fragment size until the block count fits.
     let frsize = BLOCK;
     while (capacity / frsize >= 2 ** 32) frsize *= 2;
     const files = this.pool.volumeList().length;
     return {
-      bsize: BLOCK, frsize, blocks: Math.floor(capacity / frsize), bfree: Math.floor(free / frsize), bavail: Math.floor(free / frsize),
+      bsize: BLOCK, frsize, blocks: Math.floor(capacity / frsize), bfree: Math.floor(free / frsize), bavail: Math.floor(Math.max(0, free - reserve) / frsize),
       files, ffree: 1_000_000, favail: 1_000_000, fsid: 0, flag: 0, namemax: 128,
     };
   }

@@ -56,7 +56,10 @@ export function fuse3Args(fsname: string): string[] {
 
 /**
  * What INIT negotiates. Async direct I/O lets a direct-I/O loop device have many requests in
- * flight; 64 background requests (the kernel's default is 12) keep them flowing. One of
+ * flight. 512 background requests (the kernel's default is 12), more than a loop device's queue
+ * holds (128), so that writes waiting in the daemon for space (a full pool) never fill the
+ * kernel's background slots: with 64, 64 waiting data writes stopped the loop worker in
+ * fuse_get_req and the guest's journal writes behind them never arrived. One of
  * libfuse 3's defaults is dropped: AUTO_INVAL_DATA (every commit changes mtime, and the page
  * cache of a volume would be dropped each time). ATOMIC_O_TRUNC stays: open handles O_TRUNC.
  * writebackCache: buffered writes (a loop device without --direct-io) stay in the kernel's page
@@ -65,7 +68,7 @@ export function fuse3Args(fsname: string): string[] {
  */
 export function fuse3Config(m: Fuse3Module, writebackCache = false): Fuse3Config {
   return {
-    maxWrite: MAX_IO, maxRead: MAX_IO, maxReadahead: MAX_IO, maxBackground: 64, congestionThreshold: 48,
+    maxWrite: MAX_IO, maxRead: MAX_IO, maxReadahead: MAX_IO, maxBackground: 512, congestionThreshold: 384,
     wantCaps: m.CAP.ASYNC_DIO | m.CAP.ATOMIC_O_TRUNC | (writebackCache ? m.CAP.WRITEBACK_CACHE : 0),
     dropCaps: m.CAP.AUTO_INVAL_DATA | (writebackCache ? 0 : m.CAP.WRITEBACK_CACHE), threads: 4,
   };

@@ -41,11 +41,13 @@ export class Allocator {
   /**
    * Takes `want` bytes of backend space for `holder`, preferring to continue at `hint` so that
    * streams stay contiguous, else on the backend with most free space, in the lowest free run
-   * with at least `room` bytes (else the largest). All or nothing.
+   * with at least `room` bytes (else the largest). All or nothing. `keepBack` bytes of the free
+   * space must stay free afterwards (the journal reserve; 0 for a write that may use it).
    */
-  reserve(holder: Holder, volumeId: number, want: number, hint?: { backend: number; at: number }, room = want): Run[] {
+  reserve(holder: Holder, volumeId: number, want: number, hint?: { backend: number; at: number }, room = want, keepBack = 0): Run[] {
     const hid = holderId(holder);
     return this.store.txn(() => {
+      if (keepBack > 0 && this.freeBytes() - want < keepBack) throw new FsError('ENOSPC', `pool ${this.dir} is full: ${want} bytes wanted, the rest is its journal reserve`);
       const got: Run[] = [];
       let need = want;
       if (hint && this.store.backends.get(hint.backend)?.draining !== true) {
@@ -191,6 +193,13 @@ export class Allocator {
     const b = this.store.backends.get(id);
     if (!b) throw new Error(`backend ${id} missing from pool ${this.dir}`);
     this.store.backends.put(id, { ...b, allocatedBytes: b.allocatedBytes + allocated, reservedBytes: b.reservedBytes + reserved });
+  }
+
+  /** Space neither allocated nor reserved, over all backends. */
+  freeBytes(): number {
+    let free = 0;
+    for (const { value: b } of this.store.backends.getRange()) free += b.capacityBytes - b.allocatedBytes - b.reservedBytes;
+    return free;
   }
 
   /** The backend new space goes to: the one with most free space, draining ones excluded. */

@@ -17,7 +17,7 @@ import { Layers } from './layers';
 import { Registry } from './registry';
 import { Relocation } from './relocation';
 import { SpaceMap } from './space-map';
-import { DEFAULT_SPACE_POLICY, formatThreshold, spaceLevel, thresholdBytes } from './space-policy';
+import { DEFAULT_SPACE_POLICY, formatThreshold, reserveBytes, spaceLevel, thresholdBytes } from './space-policy';
 import { VolumeMap } from './volume-map';
 
 export type { Placement, VolumeChanges, VRange } from './allocator';
@@ -50,6 +50,8 @@ export interface SpaceState {
   capacityBytes: number;
   freeBytes: number;
   queuedWrites: number;
+  /** Kept back for writes into guests' journals: ordinary allocation stops this much short of full. */
+  reserveBytes: number;
   lowWaterBytes: number;
   criticalBytes: number;
   policy: SpacePolicy;
@@ -180,6 +182,9 @@ export class Pool {
       if (thresholdBytes(space.critical, capacity) > thresholdBytes(space.lowWater, capacity)) {
         throw new FsError('EINVAL', `the critical level (${formatThreshold(space.critical)}) must not lie above the low-water mark (${formatThreshold(space.lowWater)})`);
       }
+      if (space.reserve !== undefined && thresholdBytes(space.reserve, capacity) > capacity / 2) {
+        throw new FsError('EINVAL', `the journal reserve (${formatThreshold(space.reserve)}) must not exceed half the pool's capacity (${capacity} bytes)`);
+      }
       this.#store.meta.put('super', { ...sb, space });
       return space;
     });
@@ -202,7 +207,7 @@ export class Pool {
     const { capacityBytes, freeBytes } = this.usage();
     const queuedWrites = this.registry.list().reduce((n, d) => n + (d.queuedWrites ?? 0), 0);
     return {
-      level: spaceLevel(policy, capacityBytes, freeBytes, queuedWrites), capacityBytes, freeBytes, queuedWrites,
+      level: spaceLevel(policy, capacityBytes, freeBytes, queuedWrites), capacityBytes, freeBytes, queuedWrites, reserveBytes: reserveBytes(policy, capacityBytes),
       lowWaterBytes: thresholdBytes(policy.lowWater, capacityBytes), criticalBytes: thresholdBytes(policy.critical, capacityBytes), policy,
     };
   }
@@ -609,8 +614,15 @@ export class Pool {
 
   // Allocation: reserve (free -> reservation), write the data, then commit (reservation -> map).
 
+  /** Ordinary allocation: it leaves the journal reserve free. */
   reserve(holder: Holder, volumeId: number, want: number, hint?: { backend: number; at: number }, room = want): Run[] {
-    return this.#alloc.reserve(holder, volumeId, want, hint, room);
+    const keepBack = reserveBytes(this.spacePolicy(), this.usage().capacityBytes);
+    return this.#alloc.reserve(holder, volumeId, want, hint, room, keepBack);
+  }
+
+  /** Exactly `len` bytes that may come out of the journal reserve: for a write into a guest's journal. */
+  reserveForJournal(holder: Holder, volumeId: number, len: number): Run[] {
+    return this.#alloc.reserve(holder, volumeId, len);
   }
 
   unreserve(holder: Holder, runs: Run[]): void {

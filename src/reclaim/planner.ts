@@ -31,6 +31,8 @@ export type PlanResult =
       /** Free in the committed view, in volume byte offsets, sorted, non-overlapping, merged. */
       free: ByteRange[];
       commit: CommitMark;
+      /** Where the journal (ext4) or internal log (XFS) lies, in volume byte offsets, sorted. */
+      journal: ByteRange[];
       notes: string[];
     }
   | {

@@ -86,6 +86,7 @@ export class Reclaimer {
       this.#commits += this.#lastMark === undefined ? 0 : result.commit.exact ? result.commit.seq - this.#lastMark : 1;
       this.#lastMark = result.commit.seq;
     }
+    this.io.journal = result.journal.map((r) => ({ start: r.offset, end: r.offset + r.len }));
     const scan: Scan = { seq, commits: this.#commits };
     this.#scans.push(scan);
     while (this.#scans.length > 64) this.#scans.shift();

@@ -34,6 +34,8 @@ export interface SpacePolicy {
   fullTimeoutS: number;
   /** Run (by `sh -c`) once per downward crossing of a level, by the daemon that sees it first. */
   onLowSpace?: string;
+  /** Kept back from ordinary allocation for writes into guests' journals (absent: the default, see reserveBytes). */
+  reserve?: Threshold;
 }
 
 export type SpaceLevel = 'ok' | 'lowSpace' | 'critical' | 'outOfSpace';

@@ -84,6 +84,22 @@ export class StreamAllocator {
     return out;
   }
 
+  /**
+   * Exactly [vstart, vstart+len), from the pool's journal reserve if need be: for a write into
+   * the guest's journal that ordinary allocation refused. Nothing is reserved ahead (the
+   * reserve is shared), and the streams' cursors stay as they were.
+   */
+  placeFromReserve(vstart: number, len: number): Placement[] {
+    const out: Placement[] = [];
+    let v = vstart;
+    for (const run of this.pool.reserveForJournal(this.holder, this.volumeId, len)) {
+      out.push({ vstart: v, run });
+      v += run.len;
+    }
+    debug('vol %d place [%d,+%d) from the journal reserve -> %o', this.volumeId, vstart, len, out);
+    return out;
+  }
+
   /** Hands back everything reserved and not written (on close, or when a backend is drained). */
   returnReservation(): void {
     const runs = [...this.#streamRes.drain(), ...this.#scatterRes.drain()];

@@ -1,5 +1,5 @@
 import type { BackendSet } from '../backend/backend-set';
-import type { Placement, Pool } from '../pool/pool';
+import type { Placement, Pool, VRange } from '../pool/pool';
 import { BLOCK, MAX_VOLUME_BYTES, type Extent, type Holder, type SnapshotRecord, type VolumeRecord } from '../store/records';
 import { FsError } from '../util/errors';
 import { PendingChanges } from './pending-changes';
@@ -55,6 +55,12 @@ export class VolumeIo {
   /** The image when `id` names a snapshot: read-only, its size fixed. */
   readonly image: SnapshotRecord | undefined;
   #chain: number[] | undefined;
+  /**
+   * Where the guest keeps its journal (ext4) or log (XFS), sorted, as reclaim last found it:
+   * new space for writes wholly inside may come from the pool's journal reserve, so that a
+   * full guest can still commit the deletes that free space.
+   */
+  journal: VRange[] = [];
 
   /** `id`: a volume's, or a snapshot's (read-only). */
   constructor(private readonly pool: Pool, private readonly backends: BackendSet, private readonly holder: Holder, readonly id: number) {
@@ -162,7 +168,7 @@ export class VolumeIo {
       if (pos < b) holes.push([pos, b]);
       const placed: Placement[] = [];
       try {
-        for (const [s, t] of holes.flatMap(([s, t]) => this.#nonZeroRuns(buf, offset, s, t))) placed.push(...this.#alloc.place(s, t - s));
+        for (const [s, t] of holes.flatMap(([s, t]) => this.#nonZeroRuns(buf, offset, s, t))) placed.push(...this.#place(s, t));
         for (const p of placed) io.push(this.#writePlacement(buf, offset, p));
         for (const e of shared) io.push(this.#copyOnWrite(buf, offset, e, placed));
         await Promise.all(io);
@@ -199,7 +205,8 @@ export class VolumeIo {
       const t = Math.min(end, offset + buf.length);
       buf.copy(data, s - e.vstart, s - offset, t - offset);
     }
-    const pieces = this.#alloc.place(e.vstart, e.len);
+    // A guest journal a snapshot shares is copied on write too: that may take from the reserve.
+    const pieces = this.#place(e.vstart, end);
     placed.push(...pieces);
     await Promise.all(pieces.map((p) => this.#writePlacement(data, dataAt, p)));
   }
@@ -308,6 +315,16 @@ export class VolumeIo {
   async close(): Promise<void> {
     await this.commit();
     this.#alloc.returnReservation();
+  }
+
+  /** New space for [s, t): ordinary allocation, else (the pool full) the journal reserve if the range lies in the guest's journal. */
+  #place(s: number, t: number): Placement[] {
+    try {
+      return this.#alloc.place(s, t - s);
+    } catch (err) {
+      if (!(err instanceof FsError) || err.code !== 'ENOSPC' || !this.journal.some((r) => r.start <= s && t <= r.end)) throw err;
+      return this.#alloc.placeFromReserve(s, t - s);
+    }
   }
 
   /** Block-aligned runs inside hole [s, t) whose data (the part of the write in them) is not all zero. */

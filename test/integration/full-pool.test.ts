@@ -260,3 +260,60 @@ describe('backend resize of a block device that grew', function () {
     expect(check.code, check.stdout + check.stderr).to.equal(0);
   });
 });
+
+for (const fsType of ['ext4', 'xfs'] as const) {
+  describe(`${fsType} on a direct-I/O loop device, full: the guest deletes files, its journal writes use the reserve, its queued writes complete`, function () {
+    const sb = new Sandbox();
+    let dev: string;
+    const fsDir = (): string => join(sb.dir, 'fs');
+    const repair = fsType === 'ext4' ? ['e2fsck', '-fn'] : ['xfs_repair', '-n'];
+    before(async function () {
+      await needs(this, `mkfs.${fsType}`, repair[0]!);
+      // 199 MiB of capacity, 16 MiB of it the journal reserve.
+      await sb.createPool('b1:200M');
+      await sb.cliOk('pool', 'set', '--full-timeout', '120');
+      await sb.mount();
+      await sb.cliOk('volume', 'create', 'g', '--size', '1G');
+      dev = await sb.losetup(join(sb.mnt, 'g'), { directIo: true });
+      await must(`mkfs.${fsType}`, ['-q', dev]);
+      await sb.mountFs(dev, fsDir());
+    });
+    after(() => sb.cleanup());
+
+    it('rm and sync inside the guest finish while its writer waits, reclaim returns the space, the writer completes; fsck, data and check are clean', async () => {
+      for (const f of ['f1', 'f2', 'f3']) await must('dd', ['if=/dev/urandom', `of=${join(fsDir(), f)}`, 'bs=1M', 'count=40', 'conv=fsync', 'status=none']);
+      const data = randomBytes(100 * MiB);
+      const src = join(sb.dir, 'src');
+      writeFileSync(src, data);
+      const dmesgBefore = (await must('dmesg', [])).split('\n').length;
+      const writer = run('dd', [`if=${src}`, `of=${join(fsDir(), 'big')}`, 'bs=1M', 'conv=fsync', 'status=none']);
+      await untilQueued(sb, 60_000);
+      await sleep(2000);
+      expect(await Promise.race([writer.then(() => 'exited'), sleep(10).then(() => 'waiting')])).to.equal('waiting');
+      const t0 = Date.now();
+      // Nothing from outside: the only space that can appear is what the guest's own delete frees.
+      const rm = await run('sh', ['-c', `rm ${['f1', 'f2', 'f3'].map((f) => join(fsDir(), f)).join(' ')} && sync`]);
+      expect(rm.code, rm.stderr).to.equal(0);
+      const r = await writer;
+      expect(r.code, r.stderr).to.equal(0);
+      expect(Date.now() - t0, 'well inside the 120 s a queued write waits').to.be.below(90_000);
+      const df = await sb.json<{ reclaimedBytes: number; capacityBytes: number }>('df');
+      expect(df.reclaimedBytes, 'reclaim gave back what the guest freed').to.be.at.least(32 * MiB);
+      const kernel = (await must('dmesg', [])).split('\n').slice(dmesgBefore).join('\n');
+      const name = dev.replace('/dev/', '');
+      expect(kernel).to.not.match(new RegExp(`(${name}|EXT4-fs|XFS).*(abort|I/O error|error|shutdown)`, 'i'));
+      await sb.umountFs(fsDir());
+      await sb.detach(dev);
+      const fsck = await run(repair[0]!, [...repair.slice(1), join(sb.mnt, 'g')]);
+      expect(fsck.code, fsck.stdout + fsck.stderr).to.equal(0);
+      dev = await sb.losetup(join(sb.mnt, 'g'), { directIo: true });
+      await sb.mountFs(dev, fsDir(), ['-o', 'ro']);
+      await dropCaches();
+      expect(sha(await fs.readFile(join(fsDir(), 'big')))).to.equal(sha(data));
+      await sb.umountFs(fsDir());
+      await sb.detach(dev);
+      const check = await sb.cli('check');
+      expect(check.code, check.stdout + check.stderr).to.equal(0);
+    });
+  });
+}

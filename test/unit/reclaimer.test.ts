@@ -24,7 +24,7 @@ class FakeGuest {
       await reader.read(0, 4096);
       if (this.during) await this.during();
       if (!this.ok) return { ok: false, fs: 'ext4', reason: 'journal checksum mismatch' };
-      return { ok: true, fs: 'ext4', blockSize: 4096, examinedBlocks: reader.sizeBytes / 4096, free: this.free, commit: { seq: this.commit, exact: true }, notes: [] };
+      return { ok: true, fs: 'ext4', blockSize: 4096, examinedBlocks: reader.sizeBytes / 4096, free: this.free, commit: { seq: this.commit, exact: true }, journal: [], notes: [] };
     };
   }
 }

@@ -36,16 +36,16 @@ export function poolUsage(pool: Pool): {
 }
 
 /** The pool's space level (ok, lowSpace, critical, outOfSpace) with its thresholds, for df and status. */
-export interface SpaceView { level: SpaceLevel; freeBytes: number; lowWaterBytes: number; criticalBytes: number; queuedWrites: number; whenFull: 'queue' | 'error'; fullTimeoutS: number }
+export interface SpaceView { level: SpaceLevel; freeBytes: number; reserveBytes: number; lowWaterBytes: number; criticalBytes: number; queuedWrites: number; whenFull: 'queue' | 'error'; fullTimeoutS: number }
 
 export function spaceView(pool: Pool): SpaceView {
   const s = pool.spaceState();
-  return { level: s.level, freeBytes: s.freeBytes, lowWaterBytes: s.lowWaterBytes, criticalBytes: s.criticalBytes, queuedWrites: s.queuedWrites, whenFull: s.policy.whenFull, fullTimeoutS: s.policy.fullTimeoutS };
+  return { level: s.level, freeBytes: s.freeBytes, reserveBytes: s.reserveBytes, lowWaterBytes: s.lowWaterBytes, criticalBytes: s.criticalBytes, queuedWrites: s.queuedWrites, whenFull: s.policy.whenFull, fullTimeoutS: s.policy.fullTimeoutS };
 }
 
 export function spaceLine(s: SpaceView): string {
   const state = s.level === 'ok' ? 'ok' : s.level === 'lowSpace' ? 'LOW' : s.level === 'critical' ? 'CRITICAL' : 'OUT OF SPACE';
-  return `space: ${state} (free ${formatSize(s.freeBytes)}; low-water ${formatSize(s.lowWaterBytes)}, critical ${formatSize(s.criticalBytes)}; when full: ${s.whenFull === 'queue' ? `writes wait up to ${s.fullTimeoutS} s` : 'writes fail'})${s.queuedWrites > 0 ? `, ${s.queuedWrites} write(s) waiting for space` : ''}`;
+  return `space: ${state} (free ${formatSize(s.freeBytes)}, of it ${formatSize(s.reserveBytes)} reserved for guest journals; low-water ${formatSize(s.lowWaterBytes)}, critical ${formatSize(s.criticalBytes)}; when full: ${s.whenFull === 'queue' ? `writes wait up to ${s.fullTimeoutS} s` : 'writes fail'})${s.queuedWrites > 0 ? `, ${s.queuedWrites} write(s) waiting for space` : ''}`;
 }
 
 export function dfCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {

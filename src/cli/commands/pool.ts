@@ -1,7 +1,7 @@
 import type { Argv } from 'yargs';
 import { parseBackendSpec } from '../parse-backend';
 import { Pool } from '../../pool/pool';
-import { formatThreshold } from '../../pool/space-policy';
+import { formatThreshold, reserveBytes } from '../../pool/space-policy';
 import type { SpacePolicy, Threshold } from '../../store/records';
 import { FsError } from '../../util/errors';
 import { formatSize, parseSize } from '../../util/size';
@@ -23,8 +23,9 @@ function thresholdArg(text: string, what: string): Threshold {
   }
 }
 
-function policyLines(p: SpacePolicy): string[] {
+function policyLines(p: SpacePolicy, capacityBytes: number): string[] {
   return [
+    `  reserve:      ${formatSize(reserveBytes(p, capacityBytes))} kept back for writes into guests' journals${p.reserve === undefined ? ' (default: 1% of capacity, 16 MiB-1 GiB)' : ` (${formatThreshold(p.reserve)})`}`,
     `  low-water:    ${formatThreshold(p.lowWater)} free`,
     `  critical:     ${formatThreshold(p.critical)} free`,
     `  when full:    ${p.whenFull === 'queue' ? `writes wait up to ${p.fullTimeoutS} s for space, then fail with ENOSPC` : 'writes fail at once with ENOSPC'}`,
@@ -53,18 +54,20 @@ export function poolCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
       .option('critical', { type: 'string', describe: 'free space below which it is critical (default 2%)' })
       .option('when-full', { choices: ['queue', 'error'] as const, describe: 'queue: a write needing new space waits for space (default); error: it fails at once with ENOSPC' })
       .option('full-timeout', { type: 'number', describe: 'seconds a queued write waits before it fails with ENOSPC (default 60)' })
+      .option('reserve', { type: 'string', describe: "space kept back from ordinary allocation for writes into guests' journals, so that a full guest can commit the deletes that free space: PCT% of capacity or a SIZE (default 1%, at least 16M, at most 1G); 0 turns it off" })
       .option('on-low-space', { type: 'string', describe: 'command run (sh -c) once per crossing into low, critical or out of space; env: THINVOL_POOL, THINVOL_LEVEL, THINVOL_FREE_BYTES, THINVOL_CAPACITY_BYTES, THINVOL_LOW_WATER_BYTES, THINVOL_CRITICAL_BYTES; "" removes it' }),
     (a) => withPool(a, (pool) => {
       const change: Partial<SpacePolicy> = {};
       if (a.lowWater !== undefined) change.lowWater = thresholdArg(a.lowWater, '--low-water');
       if (a.critical !== undefined) change.critical = thresholdArg(a.critical, '--critical');
       if (a.whenFull !== undefined) change.whenFull = a.whenFull;
+      if (a.reserve !== undefined) change.reserve = thresholdArg(a.reserve, '--reserve');
       if (a.fullTimeout !== undefined) {
         if (!Number.isInteger(a.fullTimeout) || a.fullTimeout < 0) throw new FsError('EINVAL', `bad --full-timeout ${a.fullTimeout}: give whole seconds, 0 or more`);
         change.fullTimeoutS = a.fullTimeout;
       }
       const policy = Object.keys(change).length > 0 || a.onLowSpace !== undefined ? pool.setSpacePolicy(change, a.onLowSpace) : pool.spacePolicy();
-      emit(a.json, policy, () => [`pool ${pool.dir}:`, ...policyLines(policy)]);
+      emit(a.json, policy, () => [`pool ${pool.dir}:`, ...policyLines(policy, pool.usage().capacityBytes)]);
     }))
     .demandCommand(1, 'say which: pool create|set'), () => undefined);
 }

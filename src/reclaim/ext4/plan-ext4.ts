@@ -6,7 +6,7 @@ import { GroupDesc, parseGroupDesc } from './group-desc';
 import { baseMetaBlocks, descriptorLocation, groupBlockCount, groupFirstBlock, inodeTableBlocks } from './group-geometry';
 import { parseJbd2Superblock } from './jbd2-superblock';
 import { parseJournalInode } from './journal-inode';
-import { mapJournal } from './journal-map';
+import { type JournalMap, mapJournal } from './journal-map';
 import { JournalReader } from './journal-reader';
 import { scanJournal } from './journal-scan';
 import { EXT4_SUPERBLOCK_OFFSET, EXT4_SUPERBLOCK_SIZE, Ext4Superblock, hasExt4Magic, parseSuperblock } from './superblock';
@@ -171,8 +171,20 @@ async function plan(volume: VolumeReader, superblock: Buffer): Promise<PlanResul
     examinedBlocks: sb.blocksCount,
     free: ranges,
     commit: { seq: scan.value.lastCommittedTid, exact: true },
+    journal: journalRanges(jmap.value, bs),
     notes,
   };
+}
+
+/** The journal's physical runs as volume byte ranges, in volume order, adjacent runs merged. */
+function journalRanges(map: JournalMap, bs: number): ByteRange[] {
+  const out: ByteRange[] = [];
+  for (const r of [...map.runs].sort((a, b) => a.pblk - b.pblk)) {
+    const last = out[out.length - 1];
+    if (last && last.offset + last.len === r.pblk * bs) last.len += r.len * bs;
+    else out.push({ offset: r.pblk * bs, len: r.len * bs });
+  }
+  return out;
 }
 
 /**

@@ -282,6 +282,7 @@ async function plan(volume: VolumeReader, state: { fs: 'xfs' | 'none' }): Promis
     examinedBlocks: sb.dblocks,
     free,
     commit: { seq: log.commitLsn, exact: false },
+    journal: [{ offset: fsbToLinear(sb, sb.logStart) * sb.blockSize, len: sb.logBlocks * sb.blockSize }],
     notes,
   };
 }
