@@ -93,7 +93,7 @@ export class Allocator {
       }
       let added = 0;
       for (const p of c.inserts) {
-        if (v.layer !== undefined) removed += this.unmap(top, p.vstart, p.run.len);
+        if (v.layer !== undefined && this.map.lookup(top, p.vstart, p.run.len).length > 0) removed += this.unmap(top, p.vstart, p.run.len);
         this.takePending(hid, p.run);
         this.map.insert(top, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start });
         this.adjustBackend(p.run.backend, p.run.len, -p.run.len);
