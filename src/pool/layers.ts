@@ -21,6 +21,12 @@ function gaps(list: Extent[], start: number, end: number): [number, number][] {
 
 const isHole = (e: Extent): boolean => e.backend === HOLE_BACKEND;
 
+function clip(e: Extent, s: number, t: number): Extent {
+  const a = Math.max(e.vstart, s);
+  const b = Math.min(e.vstart + e.len, t);
+  return { vstart: a, len: b - a, backend: e.backend, boff: e.backend === HOLE_BACKEND ? a : e.boff + (a - e.vstart) };
+}
+
 /**
  * Map layers and the sharing of blocks between them. A volume's writes go to its top layer;
  * a snapshot freezes the top (it becomes the snapshot's layer) and gives the volume a new,
@@ -61,11 +67,17 @@ export class Layers {
     const out = top.filter((e) => !isHole(e));
     let todo = gaps(top, start, end);
     for (let depth = 1; depth < chain.length && todo.length > 0; depth++) {
+      // One lookup over the span of the gaps, walked against them: a lookup per gap costs
+      // too much when the layer above is fragmented (df over a million entries).
+      const found = this.map.lookup(chain[depth]!, todo[0]![0], todo[todo.length - 1]![1] - todo[0]![0]);
       const next: [number, number][] = [];
+      let i = 0;
       for (const [s, t] of todo) {
-        const found = this.map.lookup(chain[depth]!, s, t - s);
-        for (const e of found) if (!isHole(e)) out.push({ ...e, shared: true });
-        next.push(...gaps(found, s, t));
+        while (i < found.length && found[i]!.vstart + found[i]!.len <= s) i++;
+        const inGap: Extent[] = [];
+        for (let j = i; j < found.length && found[j]!.vstart < t; j++) inGap.push(clip(found[j]!, s, t));
+        for (const e of inGap) if (!isHole(e)) out.push({ ...e, shared: true });
+        next.push(...gaps(inGap, s, t));
       }
       todo = next;
     }
