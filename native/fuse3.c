@@ -38,8 +38,13 @@
  *     it made the JavaScript strings.
  *   - Write data: copied by the worker into request.data (data_alloc: malloc, or the data
  *     pool for large writes, below). call_js gives it to an external Buffer whose finalizer
- *     gives it back (data_free), so it lives as long as JavaScript holds the Buffer (no detach
- *     needed: it is never freed under a pending backend write).
+ *     gives it back (data_free), and keeps a weak reference to that Buffer in the request.
+ *     The reply (any reply method, or destroy) detaches the Buffer's memory: every view of it
+ *     in JavaScript reads as empty from then on, and Node calls the finalizer in the next turn,
+ *     so the memory goes back to the pool at once rather than at a garbage collection (1 MiB
+ *     writes found the pool empty and page-faulted fresh memory, and the external memory made
+ *     V8 run full collections). A write is answered only after its backend writes completed
+ *     (the adapter replies from the handler's callback), so no pending pwrite uses the memory.
  *   - Read replies: JavaScript allocates the Buffer and fills it; replyBuf hands its bytes to
  *     fuse_reply_buf, which copies them into the kernel before returning. The memory is V8's,
  *     so a late fill after a reply or after destroy() touches nothing freed.
@@ -101,6 +106,7 @@ struct request {
   char *name;  /* worker's copy; freed in call_js */
   char *name2; /* worker's copy; freed in call_js */
   void *data;  /* write data (size bytes); owned here until call_js hands it to a Buffer */
+  napi_ref data_ref; /* weak, to that Buffer: detached by the reply (detach_data), JavaScript thread only */
   int nnums;
   double nums[10]; /* SETATTR attributes, INIT figures */
 };
@@ -447,6 +453,20 @@ static void *loop_main(void *arg) {
 
 /* ------------------------------------------------------------------ the JavaScript thread */
 
+/* The request is being answered: its write data stops being JavaScript's (see Buffers at the
+ * top). A Buffer already collected has its finalizer pending; nothing to do then. */
+static void detach_data(napi_env env, struct request *r) {
+  if (r->data_ref == NULL) return;
+  napi_value buf, ab;
+  if (napi_get_reference_value(env, r->data_ref, &buf) == napi_ok && buf != NULL &&
+      napi_get_typedarray_info(env, buf, NULL, NULL, NULL, &ab, NULL) == napi_ok &&
+      napi_detach_arraybuffer(env, ab) != napi_ok) {
+    fprintf(stderr, "thinvol: fuse3: could not detach a write Buffer; its memory waits for the garbage collector\n");
+  }
+  napi_delete_reference(env, r->data_ref);
+  r->data_ref = NULL;
+}
+
 /* The request table: JavaScript thread only. Returns the id, or 0 when out of memory. */
 static double table_insert(struct session *s, struct request *r) {
   if (s->free_head == NO_SLOT) {
@@ -483,6 +503,7 @@ static struct request *table_take(struct session *s, double id) {
   s->slots[i].next_free = s->free_head;
   s->free_head = i;
   s->pending--;
+  detach_data(s->env, r);
   return r;
 }
 
@@ -499,6 +520,8 @@ static bool arg_value(napi_env env, struct request *r, napi_value *out) {
     napi_status st = napi_create_external_buffer(env, r->size, r->data, free_external, (void *)(uintptr_t)r->size, out);
     if (st == napi_ok) {
       r->data = NULL; /* the Buffer's finalizer gives it back now */
+      /* Without the reference the memory still goes back, at the Buffer's collection. */
+      if (r->req != NULL && napi_create_reference(env, *out, 0, &r->data_ref) != napi_ok) r->data_ref = NULL;
       return true;
     }
     /* A runtime without external buffers: copy into a Buffer of V8's; r->data is freed with r. */
@@ -936,6 +959,9 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
     struct request *r = s->slots[i].r;
     if (r == NULL) continue;
     s->slots[i].r = NULL;
+    /* Not detached: a handler that never answered may still have a backend write using the
+     * data, so it stays until the Buffer is collected. */
+    if (r->data_ref != NULL) napi_delete_reference(env, r->data_ref);
     fuse_reply_err(r->req, EIO);
     request_free(r);
   }

@@ -60,7 +60,7 @@ const DEFAULTS: Options = {
 
 const USAGE = `usage: npm run bench -- [flags]
   sections: dio and ext4 compare thinvol (libfuse3), thinvol --fuse libfuse2, qsd and a plain file,
-  ext4 also thinvol mount --writeback-cache (wbcache);
+  ext4 also thinvol mount --writeback-cache (wbcache); both also --baseline (served as it serves by default);
   seq and iops compare thinvol with plain, qsd, a fuse-native passthrough (and --baseline);
   mkfs, rss and snap (snapshot create latency and I/O stall, copy-on-write IOPS, df/check with 10 snapshots) check thinvol alone
   --block-runtime S    seconds per time-based fio job of dio and ext4 (default ${DEFAULTS.blockRuntime})
@@ -283,7 +283,9 @@ async function main(): Promise<void> {
   // Every round writes a new seq volume and a fresh randwrite volume, and none is deleted.
   const poolBytes = o.rounds * (seqBytes + iopsBytes) + fileBytes;
   const poolBackendGiB = Math.max(8, Math.ceil(poolBytes / GiB) + 2);
-  const blockBytes = o.only.includes('dio') || o.only.includes('ext4') ? 4 * o.dioSizeMiB * MiB + 3 * o.rounds * (o.dioSizeMiB + o.ext4SeqMiB + o.ext4RandMiB + 200) * MiB : 0;
+  const blockThinvols = base ? 4 : 3;
+  const blockBytes = o.only.includes('dio') || o.only.includes('ext4')
+    ? (blockThinvols + 1) * o.dioSizeMiB * MiB + blockThinvols * o.rounds * (o.dioSizeMiB + o.ext4SeqMiB + o.ext4RandMiB + 200) * MiB : 0;
   const need = blockBytes + 3 * fileBytes + (base ? 2 : 1) * poolBytes + (o.only.includes('rss') ? o.rssWrites * 4096 * 1.25 : 0) + (o.only.includes('snap') ? 8 * GiB : 0);
   const st = statfsSync(o.tmpdir);
   if (st.bavail * st.bsize < need) throw new Error(`${o.tmpdir} has ${fmt((st.bavail * st.bsize) / GiB)} GiB free; the run needs about ${fmt(need / GiB)} GiB`);
@@ -325,7 +327,7 @@ async function main(): Promise<void> {
       report.compare.push(...await blockSections(thinvolBin, block, {
         rounds: o.rounds, runtime: o.blockRuntime, dioSizeMiB: o.dioSizeMiB, ext4SizeMiB: o.ext4SizeMiB, ext4SeqMiB: o.ext4SeqMiB,
         ext4RandMiB: o.ext4RandMiB, untarFiles: o.untarFiles, dio: o.only.includes('dio'), ext4: o.only.includes('ext4'),
-      }, cleanup, log));
+      }, cleanup, log, base?.bin));
     }
 
     const needTargets = o.only.includes('seq') || o.only.includes('iops');

@@ -1,7 +1,8 @@
 /**
  * The block-device sections of `npm run bench` (issue 11's acceptance): the same rows for
  * thinvol served through libfuse3, thinvol served through libfuse2 (fuse-native),
- * qemu-storage-daemon's FUSE export and a plain file, in interleaved rounds.
+ * qemu-storage-daemon's FUSE export and a plain file (and, with --baseline, another thinvol
+ * checkout served as it serves by default), in interleaved rounds.
  *   dio:  fio on a `losetup --direct-io=on` loop device over a written region;
  *   ext4: ext4 on a buffered loop device (as the README attaches it), fresh each round.
  */
@@ -34,7 +35,7 @@ export interface BlockOptions {
   ext4: boolean;
 }
 
-export type BlockTargetName = Extract<TargetName, 'thinvol' | 'wbcache' | 'libfuse2' | 'qsd' | 'plain'>;
+export type BlockTargetName = Extract<TargetName, 'thinvol' | 'wbcache' | 'libfuse2' | 'qsd' | 'plain' | 'baseline'>;
 
 interface BlockTarget {
   name: BlockTargetName;
@@ -89,9 +90,11 @@ class Rows {
   }
 }
 
-const MOUNT_ARGS: Record<'thinvol' | 'wbcache' | 'libfuse2', string[]> = { thinvol: [], wbcache: ['--writeback-cache'], libfuse2: ['--fuse', 'libfuse2'] };
+type ThinvolTargetName = 'thinvol' | 'wbcache' | 'libfuse2' | 'baseline';
 
-async function thinvolTarget(name: 'thinvol' | 'wbcache' | 'libfuse2', bin: string, tmp: string, o: BlockOptions, cleanup: Cleanup, log: Log): Promise<BlockTarget> {
+const MOUNT_ARGS: Record<ThinvolTargetName, string[]> = { thinvol: [], wbcache: ['--writeback-cache'], libfuse2: ['--fuse', 'libfuse2'], baseline: [] };
+
+async function thinvolTarget(name: ThinvolTargetName, bin: string, tmp: string, o: BlockOptions, cleanup: Cleanup, log: Log): Promise<BlockTarget> {
   const tv = new Thinvol(bin, join(tmp, `${name}-pool`));
   const mnt = join(tmp, `${name}-mnt`);
   await fs.mkdir(mnt);
@@ -183,11 +186,12 @@ async function prefill(file: string, bytes: number): Promise<void> {
     '--fallocate=none', '--allow_file_create=0', '--refill_buffers'], 30 * 60_000);
 }
 
-/** Runs the dio and ext4 sections; returns their rows in a fixed order. */
-export async function blockSections(bin: string, tmp: string, o: BlockOptions, cleanup: Cleanup, log: Log): Promise<CompareRow[]> {
+/** Runs the dio and ext4 sections; returns their rows in a fixed order. `baseBin`: the --baseline checkout's thinvol. */
+export async function blockSections(bin: string, tmp: string, o: BlockOptions, cleanup: Cleanup, log: Log, baseBin?: string): Promise<CompareRow[]> {
   const rows = new Rows(log);
   const targets: BlockTarget[] = [
     await thinvolTarget('thinvol', bin, tmp, o, cleanup, log),
+    ...(baseBin !== undefined ? [await thinvolTarget('baseline', baseBin, tmp, o, cleanup, log)] : []),
     ...(o.ext4 ? [await thinvolTarget('wbcache', bin, tmp, o, cleanup, log)] : []),
     await thinvolTarget('libfuse2', bin, tmp, o, cleanup, log),
     await qsdTarget(tmp, o, cleanup, log),

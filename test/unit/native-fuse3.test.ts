@@ -105,13 +105,13 @@ describe('libfuse3 binding on real mounts (native/fuse3.c)', function () {
     if (mountedFusectl) await run('umount', ['/sys/fs/fuse/connections']);
   });
 
-  function mount(fsname = 'memfs', name = 'mnt'): Mounted {
+  function mount(fsname = 'memfs', name = 'mnt', opsOf = (f: MemFs): Record<string, unknown> => f.ops()): Mounted {
     const mnt = path.join(dir, name);
     fs.mkdirSync(mnt, { recursive: true });
     const memfs = new MemFs();
     let gotInit: (i: Fuse3InitInfo) => void = () => undefined;
     const init = new Promise<Fuse3InitInfo>((r) => { gotInit = r; });
-    const adapter = new LowLevelAdapter(memfs.ops(), m, { onInit: (i) => gotInit(i), log: () => undefined });
+    const adapter = new LowLevelAdapter(opsOf(memfs), m, { onInit: (i) => gotInit(i), log: () => undefined });
     const session = m.mount(mnt, fuse3Args(fsname), fuse3Config(m), adapter.onRequest);
     if (typeof session === 'number') throw new Error(`mount failed: errno ${session}`);
     adapter.attach(session);
@@ -211,6 +211,34 @@ describe('libfuse3 binding on real mounts (native/fuse3.c)', function () {
       '--direct=1', '--size=32M', '--io_size=8M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--randrepeat=0', '--verify_state_save=0', '--output-format=terse']);
     expect(r.code, r.stderr).to.equal(0);
     expect(x.fs.stats.maxInFlight).to.be.at.least(4);
+  });
+
+  it('write data is JavaScript\'s until the reply: then every view of it reads as empty (its memory goes back to the binding)', async () => {
+    type Write = (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => void;
+    const seen: { buf: Buffer; view: Buffer; len: number; atReply: number }[] = [];
+    const x = mount('memfs', 'mnt', (f) => {
+      const ops = f.ops();
+      const inner = ops.write as Write;
+      const write: Write = (p, fd, buf, len, pos, cb) => {
+        const rec = { buf, view: buf.subarray(0, len), len, atReply: -1 };
+        seen.push(rec);
+        inner(p, fd, buf, len, pos, (n) => {
+          rec.atReply = rec.view.length;
+          cb(n);
+        });
+      };
+      return { ...ops, write };
+    });
+    x.fs.files.set('w', Buffer.alloc(0));
+    const data = randomBytes(2 * 2 ** 20);
+    await must('dd', [`of=${path.join(x.mnt, 'w')}`, 'bs=1M', 'oflag=direct', 'status=none'], data);
+    expect(x.fs.files.get('w')?.equals(data)).to.equal(true);
+    expect(seen.length).to.be.at.least(2);
+    for (const r of seen) {
+      expect(r.atReply).to.equal(r.len);
+      expect(r.buf.length).to.equal(0);
+      expect(r.view.length).to.equal(0);
+    }
   });
 
   it('teardown with a request never answered: abort, the loop ends, destroy answers EIO, and a late answer touches nothing', async () => {

@@ -23,10 +23,16 @@ describe('write history', () => {
   it('stays bounded and never reports a dropped chunk as written earlier than it was', () => {
     const h = new WriteHistory();
     for (let c = 0; c < 10_000; c++) h.record(c * 64 * K, c * 64 * K + 4 * K);
-    // 8,192 chunks are kept; chunk 1,807 was the last one dropped, at sequence 1,808.
-    expect(h.lastWrite(0, 4 * K)).to.equal(1_808);
-    expect(h.lastWrite(1_807 * 64 * K, 1_808 * 64 * K)).to.equal(1_808);
-    expect(h.lastWrite(1_808 * 64 * K, 1_809 * 64 * K)).to.equal(1_809);
-    expect(h.lastWrite(2 ** 40, 2 ** 40 + 4 * K)).to.equal(1_808);
+    // Each time 8,705 chunks (8,192 + 512 slack + 1) are known, the oldest 513 are dropped: after
+    // writes 8,705, 9,218 and 9,731. Chunk 1,538 was the last one dropped, at sequence 1,539.
+    expect(h.lastWrite(0, 4 * K)).to.equal(1_539);
+    expect(h.lastWrite(1_538 * 64 * K, 1_539 * 64 * K)).to.equal(1_539);
+    expect(h.lastWrite(1_539 * 64 * K, 1_540 * 64 * K)).to.equal(1_540);
+    expect(h.lastWrite(2 ** 40, 2 ** 40 + 4 * K)).to.equal(1_539);
+    for (let c = 10_000; c < 30_000; c++) h.record(c * 64 * K, c * 64 * K + 4 * K);
+    // At most 8,704 chunks are known; the newest 8,192 always are.
+    const floor = h.lastWrite(0, 4 * K);
+    expect(floor).to.be.within(30_000 - 8_704, 30_000 - 8_192);
+    expect(h.lastWrite((30_000 - 8_192) * 64 * K, (30_000 - 8_191) * 64 * K)).to.equal(30_000 - 8_191);
   });
 });
