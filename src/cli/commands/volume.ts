@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Argv } from 'yargs';
 import { selfHolder } from '../../pool/holder';
 import { checkVolumeSize, type Pool } from '../../pool/pool';
@@ -24,10 +25,21 @@ function modeArg(text: string): number {
   return parseInt(text, 8);
 }
 
-/** A daemon serving the volume has it open (maybe read-only, as `losetup -r` does) and caches its size. */
-function refuseIfInUse(pool: Pool, v: VolumeRecord, action: string): void {
-  const why = pool.openElsewhere(v.id);
-  if (why) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is ${why}`);
+/** How long a command waits for a volume just closed: the kernel tells the daemon after close(2) returns, and the daemon then commits. */
+const CLOSE_GRACE_MS = 3000;
+
+/**
+ * A daemon serving the volume has it open (maybe read-only, as `losetup -r` does) and caches its
+ * size. A volume closed a moment ago may still be released by its daemon: waited for briefly.
+ */
+async function refuseIfInUse(pool: Pool, v: VolumeRecord, action: string): Promise<void> {
+  for (const end = Date.now() + CLOSE_GRACE_MS; ;) {
+    pool.freshView();
+    const why = pool.openElsewhere(v.id);
+    if (!why) return;
+    if (Date.now() >= end) throw new FsError('EBUSY', `cannot ${action} volume "${v.name}": it is ${why}`);
+    await sleep(100);
+  }
 }
 
 /** allocatedBytes: what the volume maps (blocks shared with snapshots included); exclusiveBytes: what deleting it gives back. */
@@ -69,7 +81,7 @@ export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     (a) => withPool(a, async (pool) => {
       const v = pool.volume(a.name);
       const size = sizeArg(a.size);
-      refuseIfInUse(pool, v, 'resize');
+      await refuseIfInUse(pool, v, 'resize');
       const holder = selfHolder();
       pool.claim(v.id, holder);
       const backends = pool.backendSet();
@@ -92,7 +104,7 @@ export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     .command('delete <name>', 'delete a volume and free its space (refused while it has snapshots)', (c) => c.positional('name', { type: 'string', demandOption: true }),
       (a) => withPool(a, async (pool) => {
         const v = pool.volume(a.name);
-        refuseIfInUse(pool, v, 'delete');
+        await refuseIfInUse(pool, v, 'delete');
         const freedBytes = pool.deleteVolume(v.id);
         emit(a.json, { deleted: v.name, id: v.id, freedBytes }, () => [`deleted volume ${v.name} (freed ${formatSize(freedBytes)})`]);
       }))
@@ -108,9 +120,10 @@ export function volumeCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
     .command('revert <name> <snapshot>', 'put a volume back to one of its snapshots, VOLUME@NAME (refused while the volume is open); what it wrote since is freed', (c) => c
       .positional('name', { type: 'string', demandOption: true })
       .positional('snapshot', { type: 'string', demandOption: true }),
-    (a) => withPool(a, (pool) => {
+    (a) => withPool(a, async (pool) => {
       const v = pool.volume(a.name);
       const { snapshot } = pool.snapshot(a.snapshot);
+      await refuseIfInUse(pool, v, 'revert');
       const freedBytes = pool.revertVolume(v.id, snapshot.id);
       emit(a.json, { reverted: v.name, to: a.snapshot, freedBytes }, () => [`reverted volume ${v.name} to ${a.snapshot} (freed ${formatSize(freedBytes)})`]);
     }))
