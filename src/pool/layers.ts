@@ -1,6 +1,6 @@
 import type { MetaStore } from '../store/meta-store';
 import { HOLE_BACKEND, type Extent, type LayerRecord } from '../store/records';
-import type { VolumeMap } from './volume-map';
+import { clip, type VolumeMap } from './volume-map';
 
 /** Entries handled per step when a whole layer is freed or merged: bounds the memory, whatever the map's size. */
 const STEP = 4096;
@@ -20,12 +20,6 @@ function gaps(list: Extent[], start: number, end: number): [number, number][] {
 }
 
 const isHole = (e: Extent): boolean => e.backend === HOLE_BACKEND;
-
-function clip(e: Extent, s: number, t: number): Extent {
-  const a = Math.max(e.vstart, s);
-  const b = Math.min(e.vstart + e.len, t);
-  return { vstart: a, len: b - a, backend: e.backend, boff: e.backend === HOLE_BACKEND ? a : e.boff + (a - e.vstart) };
-}
 
 /**
  * Map layers and the sharing of blocks between them. A volume's writes go to its top layer;

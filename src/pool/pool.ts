@@ -384,10 +384,8 @@ export class Pool {
     checkFileSize(sizeBytes);
     return this.#store.txn(() => {
       if (this.#store.names.get(name) !== undefined) throw new FsError('EEXIST', `volume "${name}" already exists`);
-      const sb = this.superblock();
       const now = Date.now();
-      const v: VolumeRecord = { id: sb.nextVolumeId, name, sizeBytes, allocatedBytes: 0, mode, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, createdAt: now, mtimeMs: now };
-      this.#store.meta.put('super', { ...sb, nextVolumeId: sb.nextVolumeId + 1 });
+      const v: VolumeRecord = { id: this.#newIds(1), name, sizeBytes, allocatedBytes: 0, mode, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, createdAt: now, mtimeMs: now };
       this.#store.volumes.put(v.id, v);
       this.#store.names.put(name, v.id);
       return v;
@@ -450,6 +448,13 @@ export class Pool {
     return this.#store.volumes.get(id) || this.#store.snapshots.get(id) ? this.chainOf(id) : [id];
   }
 
+  /** Takes `n` consecutive ids for volumes, snapshots and map layers (one id space); inside a transaction. Returns the first. */
+  #newIds(n: number): number {
+    const sb = this.superblock();
+    this.#store.meta.put('super', { ...sb, nextVolumeId: sb.nextVolumeId + n });
+    return sb.nextVolumeId;
+  }
+
   /** The layers a volume or snapshot reads, top first. */
   chainOf(id: number): number[] {
     const v = this.#store.volumes.get(id);
@@ -504,10 +509,8 @@ export class Pool {
         const why = this.openElsewhere(v.id);
         if (why) throw new FsError('EAGAIN', `volume "${v.name}" is ${why}`);
       }
-      const sb = this.superblock();
-      const snapId = sb.nextVolumeId;
-      const newTop = sb.nextVolumeId + 1;
-      this.#store.meta.put('super', { ...sb, nextVolumeId: sb.nextVolumeId + 2 });
+      const snapId = this.#newIds(2);
+      const newTop = snapId + 1;
       const top = v.layer ?? v.id;
       this.layers.setOwner(top, snapId);
       this.layers.add(newTop, top, v.id);
@@ -537,10 +540,8 @@ export class Pool {
       const s = this.#store.snapshots.get(snapshotId);
       if (!s) throw new FsError('ENOENT', `snapshot ${snapshotId} vanished`);
       if (this.#store.names.get(name) !== undefined) throw new FsError('EEXIST', `volume "${name}" already exists`);
-      const sb = this.superblock();
-      const id = sb.nextVolumeId;
-      const top = sb.nextVolumeId + 1;
-      this.#store.meta.put('super', { ...sb, nextVolumeId: sb.nextVolumeId + 2 });
+      const id = this.#newIds(2);
+      const top = id + 1;
       const now = Date.now();
       const v: VolumeRecord = { id, name, sizeBytes: s.sizeBytes, allocatedBytes: 0, mode, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, createdAt: now, mtimeMs: now, layer: top };
       this.layers.add(top, s.layer, id);
@@ -559,9 +560,7 @@ export class Pool {
       if (s.volume !== v.id) throw new FsError('EINVAL', `snapshot ${s.name} is not a snapshot of volume "${v.name}"`);
       const why = this.openElsewhere(v.id);
       if (why) throw new FsError('EBUSY', `cannot revert volume "${v.name}": it is ${why}`);
-      const sb = this.superblock();
-      const top = sb.nextVolumeId;
-      this.#store.meta.put('super', { ...sb, nextVolumeId: sb.nextVolumeId + 1 });
+      const top = this.#newIds(1);
       this.layers.add(top, s.layer, v.id);
       this.#store.volumes.put(v.id, { ...v, layer: top, allocatedBytes: 0, sizeBytes: s.sizeBytes, mtimeMs: Date.now() });
       return this.layers.dropOwner(v.layer ?? v.id);

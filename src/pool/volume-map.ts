@@ -142,7 +142,8 @@ export class VolumeMap {
   }
 }
 
-function clip(e: Extent, start: number, end: number): Extent {
+/** `e` cut to [start, end) (hole entries keep boff = vstart). */
+export function clip(e: Extent, start: number, end: number): Extent {
   const s = Math.max(e.vstart, start);
   const t = Math.min(e.vstart + e.len, end);
   return { vstart: s, len: t - s, backend: e.backend, boff: e.boff + (s - e.vstart) };
