@@ -23,6 +23,21 @@ async function untilQueued(sb: Sandbox, ms: number): Promise<SpaceView> {
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
+/**
+ * A 200 MiB pool serving a 1 GiB volume "g" with `fsType` made on a loop device over it and
+ * mounted at `at`: the guest fills the pool long before its own file system. Returns the device.
+ */
+async function guestOnFullPool(sb: Sandbox, fsType: 'ext4' | 'xfs', at: string, opts: { fullTimeoutS?: number; directIo?: boolean }): Promise<string> {
+  await sb.createPool('b1:200M');
+  if (opts.fullTimeoutS !== undefined) await sb.cliOk('pool', 'set', '--full-timeout', String(opts.fullTimeoutS));
+  await sb.mount();
+  await sb.cliOk('volume', 'create', 'g', '--size', '1G');
+  const dev = await sb.losetup(join(sb.mnt, 'g'), opts.directIo === true ? { directIo: true } : {});
+  await must(`mkfs.${fsType}`, ['-q', dev]);
+  await sb.mountFs(dev, at);
+  return dev;
+}
+
 describe('pool set: low-space thresholds and the full-pool policy', function () {
   const sb = new Sandbox();
   before(() => sb.createPool('b1:100M'));
@@ -134,12 +149,7 @@ for (const fsType of ['ext4', 'xfs'] as const) {
     const repair = fsType === 'ext4' ? ['e2fsck', '-fn'] : ['xfs_repair', '-n'];
     before(async function () {
       await needs(this, `mkfs.${fsType}`, repair[0]!);
-      await sb.createPool('b1:200M');
-      await sb.mount();
-      await sb.cliOk('volume', 'create', 'g', '--size', '1G');
-      dev = await sb.losetup(join(sb.mnt, 'g'));
-      await must(`mkfs.${fsType}`, ['-q', dev]);
-      await sb.mountFs(dev, fsDir());
+      dev = await guestOnFullPool(sb, fsType, fsDir(), {});
     });
     after(() => sb.cleanup());
 
@@ -270,13 +280,7 @@ for (const fsType of ['ext4', 'xfs'] as const) {
     before(async function () {
       await needs(this, `mkfs.${fsType}`, repair[0]!);
       // 199 MiB of capacity, 16 MiB of it the journal reserve.
-      await sb.createPool('b1:200M');
-      await sb.cliOk('pool', 'set', '--full-timeout', '120');
-      await sb.mount();
-      await sb.cliOk('volume', 'create', 'g', '--size', '1G');
-      dev = await sb.losetup(join(sb.mnt, 'g'), { directIo: true });
-      await must(`mkfs.${fsType}`, ['-q', dev]);
-      await sb.mountFs(dev, fsDir());
+      dev = await guestOnFullPool(sb, fsType, fsDir(), { fullTimeoutS: 120, directIo: true });
     });
     after(() => sb.cleanup());
 
