@@ -17,7 +17,7 @@ export class ReclaimService implements WriterWatcher {
   opened(io: VolumeIo): void {
     const reclaimer = new Reclaimer(io, false);
     this.#watched.set(io, { reclaimer, scannedAt: -1 });
-    io.onWrite = (a, b) => reclaimer.history.record(a, b);
+    io.onWrite = (a, b, data, offset) => reclaimer.written(a, b, data, offset);
   }
 
   closing(io: VolumeIo): void {

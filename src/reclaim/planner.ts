@@ -14,6 +14,9 @@ export interface VolumeReader {
 
 export interface ByteRange { offset: number; len: number }
 
+/** Bytes at the start of a journal block that `commitRecord` reads. */
+export const JOURNAL_HEAD_BYTES = 12;
+
 export interface CommitMark {
   /** Monotone position of the last fully committed transaction (jbd2 tid, XFS LSN as cycle * 2^32 + block). */
   seq: number;
@@ -33,6 +36,11 @@ export type PlanResult =
       commit: CommitMark;
       /** Where the journal (ext4) or internal log (XFS) lies, in volume byte offsets, sorted. */
       journal: ByteRange[];
+      /**
+       * ext4: the tid a journal block names if it is a commit record, read from its first
+       * JOURNAL_HEAD_BYTES. Absent for XFS.
+       */
+      commitRecord?: (head: Buffer) => number | undefined;
       notes: string[];
     }
   | {

@@ -2,7 +2,8 @@ import { BLOCK } from '../store/records';
 import { logger } from '../util/log';
 import type { VolumeIo } from '../volume/volume-io';
 import { planExt4 } from './ext4/plan-ext4';
-import type { ByteRange, Planner, PlanResult, VolumeReader } from './planner';
+import { CommitPoints } from './commit-points';
+import { JOURNAL_HEAD_BYTES, type ByteRange, type Planner, type PlanResult, type VolumeReader } from './planner';
 import { WriteHistory } from './write-history';
 import { planXfs } from './xfs/plan-xfs';
 
@@ -26,7 +27,14 @@ export interface ReclaimReport {
   notes: string[];
 }
 
-interface Scan { seq: number; commits: number }
+/** `tid`: the last committed jbd2 transaction the scan saw (ext4 only). */
+interface Scan { seq: number; commits: number; tid?: number }
+
+/** Where the last scan found an ext4 journal, to spot commit records in writes as they arrive. */
+interface JournalWatch { journal: ByteRange[]; blockSize: number; tid: number; tidOf: (head: Buffer) => number | undefined }
+
+/** A commit record more than this many transactions past the last scan is not believed (ignoring one is safe). */
+const MAX_TID_AHEAD = 2 ** 20;
 
 /** Asks each filesystem planner in turn; the first that recognises the volume answers. */
 export async function plan(reader: VolumeReader): Promise<PlanResult> {
@@ -43,18 +51,51 @@ export async function plan(reader: VolumeReader): Promise<PlanResult> {
  * committed view of scan i is released only if its last write w is old enough: the first
  * scan j started after w must have seen at least two commits fewer than scan i. At j's start
  * at most the committing and the running transaction were open, so whatever allocated the
- * block before w has committed by scan i and would show it used (release rule R1-R3). The
- * release itself runs under the volume's range lock after re-checking that no write came in
- * since the scan started (R4). A cold volume (no guest can have it mounted) needs no history.
+ * block before w has committed by scan i and would show it used (release rule R1-R3).
+ *
+ * ext4 gives a finer bound, which a full pool needs: once a scan has found the journal, each
+ * commit record is noted as its write arrives. jbd2 writes commit records one at a time in tid
+ * order, each only after the one before completed, so if the first commit record to arrive
+ * after w names tid t, every transaction committed before w was older than t, at most t and
+ * t + 1 were open, and the allocation behind w is committed once tid t + 1 is. That releases
+ * a file written and fsync'd just before the pool filled as soon as the guest commits its
+ * delete, with no further commit needed; a guest whose every other write waits for space makes
+ * none. The release itself runs under the volume's range lock after re-checking that no write
+ * came in since the scan started (R4). A cold volume (no guest can have it mounted) needs no history.
  */
 export class Reclaimer {
   readonly history = new WriteHistory();
   readonly #scans: Scan[] = [];
+  readonly #points = new CommitPoints();
+  #watch: JournalWatch | undefined;
   #commits = 0;
   #lastMark: number | undefined;
   #running: Promise<ReclaimReport> | undefined;
 
   constructor(private readonly io: VolumeIo, private readonly cold: boolean, private readonly planner: Planner = plan) {}
+
+  /**
+   * Told of every write this process accepts, before its data moves (`data` is only read here,
+   * during the call): records it in the history and notes the commit records it carries.
+   */
+  written(start: number, end: number, data: Buffer, offset: number): void {
+    this.history.record(start, end);
+    const w = this.#watch;
+    if (w === undefined) return;
+    const last = offset + data.length;
+    for (const r of w.journal) {
+      const lo = Math.max(r.offset, offset);
+      const hi = Math.min(r.offset + r.len, last);
+      for (let p = r.offset + Math.ceil((lo - r.offset) / w.blockSize) * w.blockSize; p + JOURNAL_HEAD_BYTES <= hi; p += w.blockSize) {
+        const tid = w.tidOf(data.subarray(p - offset, p - offset + JOURNAL_HEAD_BYTES));
+        if (tid === undefined) continue;
+        const ahead = (tid - w.tid) | 0;
+        if (ahead <= 0 || ahead >= MAX_TID_AHEAD) continue;
+        this.#points.add(this.history.seq, tid);
+        debug('commit record of transaction %d in write %d', tid, this.history.seq);
+      }
+    }
+  }
 
   run(dryRun: boolean): Promise<ReclaimReport> {
     if (!this.#running) this.#running = this.#run(dryRun).finally(() => { this.#running = undefined; });
@@ -78,6 +119,7 @@ export class Reclaimer {
       guestFreeBytes: 0, candidateBytes: 0, releasedBytes: 0, keptRecentBytes: 0, notes: [],
     };
     if (!result.ok) {
+      this.#watch = undefined;
       report.reason = result.reason;
       debug('%s: nothing released: %s', v.name, result.reason);
       return report;
@@ -87,7 +129,11 @@ export class Reclaimer {
       this.#lastMark = result.commit.seq;
     }
     this.io.journal = result.journal.map((r) => ({ start: r.offset, end: r.offset + r.len }));
-    const scan: Scan = { seq, commits: this.#commits };
+    const tid = result.commit.exact ? result.commit.seq : undefined;
+    this.#watch = tid !== undefined && result.commitRecord !== undefined
+      ? { journal: result.journal, blockSize: result.blockSize, tid, tidOf: result.commitRecord }
+      : undefined;
+    const scan: Scan = { seq, commits: this.#commits, ...(tid !== undefined ? { tid } : {}) };
     this.#scans.push(scan);
     while (this.#scans.length > 64) this.#scans.shift();
     Object.assign(report, { blockSize: result.blockSize, examinedBlocks: result.examinedBlocks, notes: result.notes });
@@ -113,8 +159,8 @@ export class Reclaimer {
     } else {
       report.releasedBytes = 0;
     }
-    debug('%s (%s): guest free %d, candidates %d, released %d, kept (recent writes) %d', v.name, result.fs,
-      report.guestFreeBytes, report.candidateBytes, report.releasedBytes, report.keptRecentBytes);
+    debug('%s (%s, committed %d, scan at write %d): guest free %d, candidates %d, released %d, kept (recent writes) %d', v.name, result.fs,
+      result.commit.seq, seq, report.guestFreeBytes, report.candidateBytes, report.releasedBytes, report.keptRecentBytes);
     return report;
   }
 
@@ -133,7 +179,9 @@ export class Reclaimer {
   #oldEnough(w: number, now: Scan): boolean {
     if (w === 0) return true;
     const after = this.#scans.find((s) => s.seq >= w);
-    return after !== undefined && now.commits >= after.commits + 2;
+    if (after !== undefined && now.commits >= after.commits + 2) return true;
+    const t = this.#points.firstAfter(w);
+    return t !== undefined && now.tid !== undefined && ((now.tid - t) | 0) >= 1;
   }
 
   /** R4: under the range lock, nothing written there since the scan began. */

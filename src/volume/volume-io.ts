@@ -44,8 +44,11 @@ export class VolumeIo {
   #commits: Promise<void> = Promise.resolve();
   /** The committed size, read once: only this volume's writer changes it while it is open here (see refresh). */
   #committedSize: number | undefined;
-  /** Told of every accepted write, under its range lock, before the data moves. */
-  onWrite: ((start: number, end: number) => void) | undefined;
+  /**
+   * Told of every accepted write, under its range lock, before the data moves: the 4 KiB-aligned
+   * span it touches and the data itself (valid during the call only).
+   */
+  onWrite: ((start: number, end: number, data: Buffer, offset: number) => void) | undefined;
   /**
    * Set while this process holds the volume's write claim: then only this process moves its top
    * layer (a snapshot through it), so the layer chain may be kept. A reader elsewhere looks it
@@ -149,7 +152,7 @@ export class VolumeIo {
     const b = ceilB(offset + len);
     const release = await this.lock.acquire(a, b, true);
     try {
-      this.onWrite?.(a, b);
+      this.onWrite?.(a, b, buf, offset);
       const io: Promise<void>[] = [];
       let pos = a;
       const holes: [number, number][] = [];

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { checkPool } from '../../src/check/check-pool';
-import type { PlanResult, Planner } from '../../src/reclaim/planner';
+import { commitRecordTid } from '../../src/reclaim/ext4/jbd2-blocks';
+import type { ByteRange, PlanResult, Planner } from '../../src/reclaim/planner';
 import { Reclaimer } from '../../src/reclaim/reclaimer';
 import type { VolumeIo } from '../../src/volume/volume-io';
 import { MemoryPool } from '../support/memory-pool';
@@ -17,6 +18,8 @@ class FakeGuest {
   free: { offset: number; len: number }[] = [];
   commit = 1;
   ok = true;
+  /** Where its jbd2 journal lies; commit records written there are noted as they arrive. */
+  journal: ByteRange[] = [];
   during: (() => Promise<void>) | undefined;
 
   planner(): Planner {
@@ -24,7 +27,7 @@ class FakeGuest {
       await reader.read(0, 4096);
       if (this.during) await this.during();
       if (!this.ok) return { ok: false, fs: 'ext4', reason: 'journal checksum mismatch' };
-      return { ok: true, fs: 'ext4', blockSize: 4096, examinedBlocks: reader.sizeBytes / 4096, free: this.free, commit: { seq: this.commit, exact: true }, journal: [], notes: [] };
+      return { ok: true, fs: 'ext4', blockSize: 4096, examinedBlocks: reader.sizeBytes / 4096, free: this.free, commit: { seq: this.commit, exact: true }, journal: this.journal, commitRecord: commitRecordTid, notes: [] };
     };
   }
 }
@@ -34,9 +37,20 @@ async function setup(): Promise<{ mp: MemoryPool; io: VolumeIo; guest: FakeGuest
   const io = mp.io(mp.pool.createVolume('g', 32 * MiB).id);
   const guest = new FakeGuest();
   const reclaimer = new Reclaimer(io, false, guest.planner());
-  io.onWrite = (a, b) => reclaimer.history.record(a, b);
+  io.onWrite = (a, b, data, offset) => reclaimer.written(a, b, data, offset);
   return { mp, io, guest, reclaimer };
 }
+
+/** A jbd2 commit block for transaction `tid`. */
+function commitBlock(tid: number): Buffer {
+  const b = Buffer.alloc(4096);
+  b.writeUInt32BE(0xc03b3998, 0);
+  b.writeUInt32BE(2, 4);
+  b.writeUInt32BE(tid, 8);
+  return b;
+}
+
+const JOURNAL = 16 * MiB;
 
 const allocated = (io: VolumeIo, a: number, b: number): number => io.mapped(a, b).reduce((n, e) => n + e.len, 0);
 
@@ -123,5 +137,59 @@ describe('reclaim release rule (R1-R5) over a fake guest', () => {
     guest.free = [{ offset: 0, len: MiB }];
     const r = await new Reclaimer(io, true, guest.planner()).run(false);
     expect(r.releasedBytes).to.equal(MiB);
+  });
+
+  describe('ext4 commit records noted as they arrive', () => {
+    it('a block written before commit record t arrived goes once the guest has committed t + 1, with no scan in between', async () => {
+      const { io, guest, reclaimer } = await setup();
+      guest.journal = [{ offset: JOURNAL, len: MiB }];
+      guest.commit = 10;
+      await reclaimer.run(false);
+      await io.write(Buffer.alloc(MiB, 1), 0);
+      await io.write(commitBlock(11), JOURNAL + 8192);
+      guest.free = [{ offset: 0, len: MiB }];
+      guest.commit = 11;
+      let r = await reclaimer.run(false);
+      expect(r.releasedBytes, 'its allocation may still be in transaction 12').to.equal(0);
+      await io.write(commitBlock(12), JOURNAL + 12288);
+      guest.commit = 12;
+      r = await reclaimer.run(false);
+      expect(r.releasedBytes, 'one commit past the record, where the scan rule alone wants two').to.equal(MiB);
+      expect(allocated(io, 0, MiB)).to.equal(0);
+    });
+
+    const ignored: [string, (io: VolumeIo, reclaimer: Reclaimer, guest: FakeGuest) => Promise<void>][] = [
+      ['one naming a transaction before the last scan', async (io, reclaimer, guest) => {
+        await reclaimer.run(false);
+        await io.write(Buffer.alloc(MiB, 1), 0);
+        await io.write(commitBlock(9), JOURNAL);
+        guest.commit = 11;
+      }],
+      ['one outside the journal', async (io, reclaimer, guest) => {
+        await reclaimer.run(false);
+        await io.write(Buffer.alloc(MiB, 1), 0);
+        await io.write(commitBlock(11), 8 * MiB);
+        guest.commit = 12;
+      }],
+      ['one that arrived before a scan found the journal', async (io, reclaimer, guest) => {
+        await io.write(Buffer.alloc(MiB, 1), 0);
+        await io.write(commitBlock(11), JOURNAL);
+        guest.commit = 11;
+        await reclaimer.run(false);
+        guest.commit = 12;
+      }],
+    ];
+    for (const [what, steps] of ignored) {
+      it(`ignores ${what}`, async () => {
+        const { io, guest, reclaimer } = await setup();
+        guest.journal = [{ offset: JOURNAL, len: MiB }];
+        guest.commit = 10;
+        await steps(io, reclaimer, guest);
+        guest.free = [{ offset: 0, len: MiB }];
+        const r = await reclaimer.run(false);
+        expect(r.releasedBytes).to.equal(0);
+        expect(r.keptRecentBytes).to.equal(MiB);
+      });
+    }
   });
 });

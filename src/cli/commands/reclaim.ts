@@ -36,7 +36,7 @@ export function reclaimCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         `${report.volume}: ${report.fs}, ${report.examinedBlocks} blocks of ${report.blockSize} bytes examined`,
         `  free in the guest's committed view: ${formatSize(report.guestFreeBytes)}; of it allocated in the pool: ${formatSize(report.candidateBytes)}`,
         `  ${report.dryRun ? 'would release' : 'released'}: ${formatSize(report.dryRun ? report.candidateBytes - report.keptRecentBytes : report.releasedBytes)}`,
-        `  kept: ${formatSize(report.keptRecentBytes)} written too recently (waiting for two more journal commits)`,
+        `  kept: ${formatSize(report.keptRecentBytes)} written too recently (waiting for the guest's journal to commit past them)`,
         ...report.notes.map((n) => `  note: ${n}`),
       ]
       : [`${report.volume}: nothing released: ${report.reason ?? 'unknown reason'}`]);

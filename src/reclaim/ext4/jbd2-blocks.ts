@@ -1,5 +1,5 @@
 import { be32Bytes, crc32BeRaw, crc32cRaw } from './crc';
-import { JBD2_MAGIC, Jbd2Superblock } from './jbd2-superblock';
+import { JBD2_COMMIT_BLOCK, JBD2_MAGIC, Jbd2Superblock } from './jbd2-superblock';
 import { Parsed, accept, refuse } from '../parsed';
 
 export const TAG_FLAG_ESCAPE = 0x1;
@@ -27,6 +27,12 @@ export function parseJbd2Header(block: Buffer): Jbd2Header | null {
   const magic = block.readUInt32BE(0);
   if (magic !== JBD2_MAGIC) return null;
   return { magic, blockType: block.readUInt32BE(4), sequence: block.readUInt32BE(8) };
+}
+
+/** The transaction id a journal block names if it is a commit block (its first 12 bytes suffice). */
+export function commitRecordTid(head: Buffer): number | undefined {
+  const h = parseJbd2Header(head);
+  return h !== null && h.blockType === JBD2_COMMIT_BLOCK ? h.sequence : undefined;
 }
 
 function hasTail(jsb: Jbd2Superblock): boolean {

@@ -4,6 +4,7 @@ import { BlockRun, mergeRuns, subtractRuns } from './block-runs';
 import { fetchBlocks } from './fetch-blocks';
 import { GroupDesc, parseGroupDesc } from './group-desc';
 import { baseMetaBlocks, descriptorLocation, groupBlockCount, groupFirstBlock, inodeTableBlocks } from './group-geometry';
+import { commitRecordTid } from './jbd2-blocks';
 import { parseJbd2Superblock } from './jbd2-superblock';
 import { parseJournalInode } from './journal-inode';
 import { type JournalMap, mapJournal } from './journal-map';
@@ -172,6 +173,7 @@ async function plan(volume: VolumeReader, superblock: Buffer): Promise<PlanResul
     free: ranges,
     commit: { seq: scan.value.lastCommittedTid, exact: true },
     journal: journalRanges(jmap.value, bs),
+    commitRecord: commitRecordTid,
     notes,
   };
 }
