@@ -47,6 +47,10 @@ export class VolumeIo {
   readonly #alloc: StreamAllocator;
   readonly #pending = new PendingChanges();
   #commits: Promise<void> = Promise.resolve();
+  /** Commits asked for and not finished. */
+  #committing = 0;
+  /** When the last commit started (Date.now()). */
+  lastCommitAt = Date.now();
   /** The committed size, read once: only this volume's writer changes it while it is open here (see refresh). */
   #committedSize: number | undefined;
   /** Told of every accepted write, under its range lock, before the data moves. */
@@ -119,6 +123,16 @@ export class VolumeIo {
    */
   get dirty(): boolean {
     return this.#pending.mapChanged;
+  }
+
+  /** Map entries written since the last commit started. */
+  get pendingEntries(): number {
+    return this.#pending.size;
+  }
+
+  /** A commit is under way or queued. */
+  get committing(): boolean {
+    return this.#committing > 0;
   }
 
   /** Mapped extents of [start, end), clipped, in order, including what is not committed yet; those of layers below the top are marked shared. */
@@ -275,13 +289,15 @@ export class VolumeIo {
 
   /** Runs a commit after those asked for before it. */
   #inOrder<T>(fn: () => Promise<T>): Promise<T> {
-    const done = this.#commits.then(fn);
+    this.#committing++;
+    const done = this.#commits.then(fn).finally(() => { this.#committing--; });
     this.#commits = done.then(() => undefined, () => undefined);
     return done;
   }
 
   /** Commits what is pending, and runs `atEnd` (a metadata change) in the transaction of the last part. */
   async #commitNow<T>(atEnd: () => T): Promise<T> {
+    this.lastCommitAt = Date.now();
     this.#pending.freeze();
     await this.backends.flushAll();
     // A transaction runs on this thread, its synced commit included, and every request waits
