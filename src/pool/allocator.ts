@@ -106,8 +106,7 @@ export class Allocator {
       let added = 0;
       const perBackend = new Map<number, number>();
       for (const p of c.inserts) {
-        if (v.layer !== undefined && this.map.lookup(top, p.vstart, p.run.len).length > 0) removed += this.unmap(top, p.vstart, p.run.len);
-        this.map.insert(top, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start });
+        removed += this.#releaseData(this.map.insert(top, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start }, v.layer !== undefined));
         perBackend.set(p.run.backend, (perBackend.get(p.run.backend) ?? 0) + p.run.len);
         added += p.run.len;
       }
@@ -187,14 +186,19 @@ export class Allocator {
    * is the caller's.
    */
   unmap(layer: number, offset: number, len: number): number {
-    const freed = this.map.remove(layer, offset, len);
+    const total = this.#releaseData(this.map.remove(layer, offset, len));
+    if (total > 0) debug('unmap layer %d [%d,+%d): %d bytes freed', layer, offset, len, total);
+    return total;
+  }
+
+  /** Gives the data extents of `unmapped` back (hole entries just went); returns their bytes. */
+  #releaseData(unmapped: Extent[]): number {
     let total = 0;
-    for (const e of freed) {
+    for (const e of unmapped) {
       if (e.backend === HOLE_BACKEND) continue;
       this.release(e);
       total += e.len;
     }
-    if (total > 0) debug('unmap layer %d [%d,+%d): %d bytes freed', layer, offset, len, total);
     return total;
   }
 
