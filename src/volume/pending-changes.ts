@@ -42,8 +42,8 @@ function subtract(list: Extent[], s: number, t: number): Extent[] {
  * and what it discarded since the last commit. Reads and writes see the map through them.
  * A commit first freezes the open layer (so that only pieces whose data was written before it
  * started go in), flushes the backends, then commits the frozen layers in order, a big one in
- * parts; writes go on meanwhile into a new open layer. Discarded space stays mapped in the store until the commit
- * that unmaps it is durable, so nothing freed can be handed out before then.
+ * parts; writes go on meanwhile into a new open layer. Discarded space stays mapped in the
+ * store until the commit that unmaps it is durable, so nothing freed can be handed out before then.
  */
 export class PendingChanges {
   readonly #frozen: Layer[] = [];
