@@ -91,7 +91,7 @@ export async function snapshotChecks(bin: string, tmp: string, o: SnapshotBenchO
   rows.push({
     label: `snapshot create, 100 GiB volume with 1 GiB written in 4 KiB pieces, under fio 4 KiB randwrite (iodepth 16)`,
     value: `${fmt(lat)} ms`, target: '< 50 ms', pass: lat < 50,
-    note: `median of ${latencies.length} (max ${fmt(Math.max(...latencies))} ms), timed at the daemon's control socket, most of it the flush of what the load wrote since the last commit; idle volume ${fmt(median(idle))} ms; the thinvol CLI command takes ${cliMs} ms (Node start-up included)`,
+    note: `median of ${latencies.length} (max ${fmt(Math.max(...latencies))} ms), timed at the daemon's control socket: a flush, the whole-volume lock, the commit of what waits with the snapshot in its last transaction, and the request's wait behind the load on the daemon's thread; idle volume ${fmt(median(idle))} ms; the thinvol CLI command takes ${cliMs} ms (Node start-up included)`,
   });
   const stall = median(withSnap.map((x) => x.maxLatMs));
   const calm = median(without.map((x) => x.maxLatMs));

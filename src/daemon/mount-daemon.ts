@@ -16,6 +16,12 @@ const debug = logger('daemon');
 
 /** Batched map changes are committed this often: what a crash without fsync can lose (like dm-thin's commit period). */
 const COMMIT_INTERVAL_MS = 1000;
+/**
+ * ... and sooner once this many map entries wait, so that a commit someone waits for (a
+ * snapshot, an fsync) finds little left to flush and apply.
+ */
+const EARLY_COMMIT_ENTRIES = 512;
+const COMMIT_CHECK_MS = 100;
 const WATCH_INTERVAL_MS = 1000;
 const RECLAIM_INTERVAL_MS = 2000;
 
@@ -86,10 +92,12 @@ export async function runMountDaemon(pool: Pool, mountpoint: string, options: Da
   let stopping = false;
   const done = new Promise<void>((resolve) => {
     const commitTimer = setInterval(() => {
-      for (const ov of ops.openVolumes) {
-        if (ov.io.dirty) ov.io.commit().catch((err: unknown) => console.error(`thinvol: periodic commit of volume ${ov.io.id} failed: ${String(err)}`));
+      const now = Date.now();
+      for (const { io } of ops.openVolumes) {
+        if (!io.dirty || io.committing || (io.pendingEntries < EARLY_COMMIT_ENTRIES && now - io.lastCommitAt < COMMIT_INTERVAL_MS)) continue;
+        io.commit().catch((err: unknown) => console.error(`thinvol: periodic commit of volume ${io.id} failed: ${String(err)}`));
       }
-    }, COMMIT_INTERVAL_MS);
+    }, COMMIT_CHECK_MS);
     let reclaiming = false;
     const reclaimTimer = setInterval(() => {
       if (!options.autoReclaim || reclaiming) return;

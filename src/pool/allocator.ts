@@ -29,6 +29,18 @@ export interface VolumeChanges {
   mtimeMs?: number;
 }
 
+/** `runs` sorted by backend and start, those that continue each other joined (overlapping ones are kept apart). */
+function adjacentRunsJoined(runs: Run[]): Run[] {
+  const sorted = [...runs].sort((a, b) => a.backend - b.backend || a.start - b.start);
+  const out: Run[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && last.backend === r.backend && last.start + last.len === r.start) last.len += r.len;
+    else out.push({ ...r });
+  }
+  return out;
+}
+
 /**
  * Space between the free table, reservations and the map: reserve (free -> a holder's
  * reservation), commit (reservation -> map), unmap (map -> free), with the backend and volume
@@ -92,13 +104,16 @@ export class Allocator {
         this.layers().hideBelow(chain, r.start, r.end);
       }
       let added = 0;
+      const perBackend = new Map<number, number>();
       for (const p of c.inserts) {
-        if (v.layer !== undefined && this.map.lookup(top, p.vstart, p.run.len).length > 0) removed += this.unmap(top, p.vstart, p.run.len);
-        this.takePending(hid, p.run);
-        this.map.insert(top, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start });
-        this.adjustBackend(p.run.backend, p.run.len, -p.run.len);
+        removed += this.#releaseData(this.map.insert(top, { vstart: p.vstart, len: p.run.len, backend: p.run.backend, boff: p.run.start }, v.layer !== undefined));
+        perBackend.set(p.run.backend, (perBackend.get(p.run.backend) ?? 0) + p.run.len);
         added += p.run.len;
       }
+      // Scattered writes take consecutive pieces of one reservation: taken as whole runs and
+      // counted once per backend, instead of a reservation and a backend record rewritten per piece.
+      for (const r of adjacentRunsJoined(c.inserts.map((p) => p.run))) this.takePending(hid, r);
+      for (const [backend, bytes] of perBackend) this.adjustBackend(backend, bytes, -bytes);
       for (const r of c.released) this.#giveBack(hid, r);
       const now = this.store.volumes.get(volumeId)!;
       this.store.volumes.put(volumeId, {
@@ -171,14 +186,19 @@ export class Allocator {
    * is the caller's.
    */
   unmap(layer: number, offset: number, len: number): number {
-    const freed = this.map.remove(layer, offset, len);
+    const total = this.#releaseData(this.map.remove(layer, offset, len));
+    if (total > 0) debug('unmap layer %d [%d,+%d): %d bytes freed', layer, offset, len, total);
+    return total;
+  }
+
+  /** Gives the data extents of `unmapped` back (hole entries just went); returns their bytes. */
+  #releaseData(unmapped: Extent[]): number {
     let total = 0;
-    for (const e of freed) {
+    for (const e of unmapped) {
       if (e.backend === HOLE_BACKEND) continue;
       this.release(e);
       total += e.len;
     }
-    if (total > 0) debug('unmap layer %d [%d,+%d): %d bytes freed', layer, offset, len, total);
     return total;
   }
 

@@ -63,11 +63,19 @@ export class VolumeMap {
     return out;
   }
 
-  /** Records a new extent; the range must be unmapped. */
-  insert(volume: number, e: Extent): void {
+  /**
+   * Records a new extent. The range must be unmapped, unless `over`: then what it held is
+   * removed first and returned. One cursor finds both an overlap and the entry to merge with.
+   */
+  insert(volume: number, e: Extent, over = false): Extent[] {
     let { vstart, len, boff } = e;
-    const prev = this.startingAtOrBefore(volume, vstart - 1);
-    if (prev && prev.vstart + prev.len > vstart) throw new Error(`map corrupt: volume ${volume} extent at ${prev.vstart} overlaps insert at ${vstart}`);
+    let prev = this.startingAtOrBefore(volume, vstart + len - 1);
+    let displaced: Extent[] = [];
+    if (prev && prev.vstart + prev.len > vstart) {
+      if (!over) throw new Error(`map corrupt: volume ${volume} extent at ${prev.vstart} overlaps insert at ${vstart}`);
+      displaced = this.remove(volume, vstart, len);
+      prev = this.startingAtOrBefore(volume, vstart - 1);
+    }
     if (prev && prev.vstart + prev.len === vstart && prev.backend === e.backend && prev.boff + prev.len === boff) {
       vstart = prev.vstart;
       boff = prev.boff;
@@ -81,6 +89,7 @@ export class VolumeMap {
       len += next.len;
     }
     this.#put(volume, { vstart, len, backend: e.backend, boff });
+    return displaced;
   }
 
   /** Unmaps [offset, offset+len) and returns the backend runs it held. */

@@ -123,16 +123,22 @@ export class LmdbStore implements MetaStore {
     return this.#gate.shared(() => {
       this.#depth++;
       try {
-        return this.#env.transactionSync(() => {
+        let count = 0;
+        const result = this.#env.transactionSync(() => {
           const seen = this.#commits.get('count') ?? 0;
           if (seen < this.#lastCommit) {
             throw new MetadataRollback(`pool metadata ${this.file} went back from commit ${this.#lastCommit} (made by this process) to ${seen}: a committed transaction was lost; stop using the pool and run thinvol check`);
           }
-          const result = fn();
-          this.#commits.putSync('count', seen + 1);
-          this.#lastCommit = seen + 1;
-          return result;
+          const r = fn();
+          count = seen + 1;
+          this.#commits.putSync('count', count);
+          return r;
         });
+        // Only a commit that succeeded is one this process made: LMDB can refuse the commit
+        // itself (seen: MDB_BAD_TXN from lmdb-js's freelist code), and counting it then made
+        // every later transaction of the process fail as a rollback.
+        this.#lastCommit = count;
+        return result;
       } finally {
         this.#depth--;
       }

@@ -41,9 +41,9 @@ function subtract(list: Extent[], s: number, t: number): Extent[] {
  * A volume's map changes that are not committed yet: what the data path wrote into new space
  * and what it discarded since the last commit. Reads and writes see the map through them.
  * A commit first freezes the open layer (so that only pieces whose data was written before it
- * started go in), flushes the backends, then commits the frozen layers in order; writes go on
- * meanwhile into a new open layer. Discarded space stays mapped in the store until the commit
- * that unmaps it is durable, so nothing freed can be handed out before then.
+ * started go in), flushes the backends, then commits the frozen layers in order, a big one in
+ * parts; writes go on meanwhile into a new open layer. Discarded space stays mapped in the
+ * store until the commit that unmaps it is durable, so nothing freed can be handed out before then.
  */
 export class PendingChanges {
   readonly #frozen: Layer[] = [];
@@ -151,17 +151,46 @@ export class PendingChanges {
     this.#open.reclaimedBytes += bytes;
   }
 
-  /** Starts a commit: the open layer joins the frozen ones; returns every frozen layer, oldest first. */
-  freeze(): VolumeChanges[] {
+  /** Starts a commit: the open layer joins the frozen ones, which the commit takes part by part (next, committedPart). */
+  freeze(): void {
     if (!isEmpty(this.#open)) {
       this.#frozen.push(this.#open);
       this.#open = emptyLayer();
     }
-    return [...this.#frozen];
   }
 
-  /** The layers returned by freeze() are durable now. */
-  committed(layers: number): void {
-    this.#frozen.splice(0, layers);
+  /**
+   * What the commit applies next: the oldest frozen layer, or, when it holds more than
+   * `maxEntries` map entries, its removes and the inserts first in backend order (scattered
+   * writes took consecutive pieces of a reservation, so a part takes whole runs of it); its
+   * released runs, size and mtime go with its last part. Undefined when all is committed.
+   */
+  next(maxEntries: number): VolumeChanges | undefined {
+    const l = this.#frozen[0];
+    if (!l) return undefined;
+    if (l.removes.length + l.inserts.length <= maxEntries) return l;
+    const byRun = [...l.inserts].sort((a, b) => a.run.backend - b.run.backend || a.run.start - b.run.start);
+    return { removes: l.removes, inserts: byRun.slice(0, Math.max(1, maxEntries - l.removes.length)), released: [], reclaimedBytes: 0 };
+  }
+
+  /** Whether `part` (from next()) is all that is left to commit. */
+  isLast(part: VolumeChanges): boolean {
+    return this.#frozen.length === 1 && part === this.#frozen[0];
+  }
+
+  /** The part next() returned is durable now: it leaves the frozen layers (reads find it in the store). */
+  committedPart(part: VolumeChanges): void {
+    const l = this.#frozen[0]!;
+    if (part === l) {
+      this.#frozen.shift();
+      return;
+    }
+    const done = new Set(part.inserts);
+    l.inserts = l.inserts.filter((p) => !done.has(p));
+    if (part.removes.length > 0) {
+      l.removes = [];
+      l.freeingBytes = 0;
+    }
+    l.count = l.inserts.length;
   }
 }

@@ -182,6 +182,44 @@ describe('volume data path (memory backends)', () => {
     expect(checkPool(mp.pool).clean).to.equal(true);
   });
 
+  it('a big commit goes in several transactions (a snapshot in the last one), and one that failed midway is finished by the next', async () => {
+    const mp = MemoryPool.create(64 * MiB);
+    const v = mp.pool.createVolume('a', 16 * MiB).id;
+    const io = mp.io(v);
+    io.writerHere = true;
+    const model = Buffer.alloc(16 * MiB);
+    const scatter = async (pieces: number, byte: number): Promise<void> => {
+      for (let i = 0; i < pieces; i++) {
+        await io.write(fill(BLOCK, byte), i * 2 * BLOCK);
+        model.fill(byte, i * 2 * BLOCK, i * 2 * BLOCK + BLOCK);
+      }
+    };
+    await scatter(1200, 1);
+    await io.discard(0, 200 * BLOCK);
+    model.fill(0, 0, 200 * BLOCK);
+    const txns: string[][] = [];
+    mp.store.onCommit = (changes) => {
+      const tables = [...new Set(changes.map((c) => c.table))].sort();
+      if (tables.includes('map') && txns.push(tables) === 2) throw new Error('cut');
+    };
+    expect(await io.commit().then(() => 'committed', (err: Error) => err.message)).to.equal('cut');
+    mp.store.onCommit = undefined;
+    expect(checkPool(mp.pool).clean, 'after the failed commit').to.equal(true);
+    expect((await readAll(io, 0, 16 * MiB)).equals(model), 'read while a part is uncommitted').to.equal(true);
+    await scatter(600, 2);
+    txns.length = 0;
+    mp.store.onCommit = (changes) => { txns.push([...new Set(changes.map((c) => c.table))].sort()); };
+    const snap = await io.takeSnapshot('s');
+    mp.store.onCommit = undefined;
+    expect(txns.length, 'transactions of the commit').to.be.greaterThan(2);
+    expect(txns.slice(0, -1).some((t) => t.includes('snapshots')), 'the snapshot before the last part').to.equal(false);
+    expect(txns[txns.length - 1], 'the last part').to.include.members(['map', 'snapshots']);
+    expect(checkPool(mp.pool).clean, checkPool(mp.pool).errors.join('\n')).to.equal(true);
+    expect((await readAll(mp.io(snap.id), 0, 16 * MiB)).equals(model), 'the snapshot, from the store').to.equal(true);
+    await io.close();
+    expect((await readAll(mp.io(v), 0, 16 * MiB)).equals(model), 'the volume, from the store').to.equal(true);
+  });
+
   it('random writes, discards and commits agree with a byte model (seeded)', async () => {
     const seed = Number(process.env.THINVOL_SEED ?? Date.now() % 1e9);
     console.log(`      seed ${seed} (THINVOL_SEED=${seed} to replay)`);
