@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { dropCaches, must, needs, run, Sandbox, sleep } from '../support/sandbox';
+import { dropCaches, must, needs, run, Sandbox, sleep, waitFor } from '../support/sandbox';
 
 const MiB = 2 ** 20;
 
@@ -22,16 +22,15 @@ async function untilQueued(sb: Sandbox, ms: number): Promise<SpaceView> {
 }
 
 /**
- * Polls a dry-run reclaim until the daemon's reclaim has read the guest's file system: from then
- * on it notes the guest's journal commits as they arrive (what lets an ext4 guest's delete free
- * files written just before the pool filled). A guest that has run for a few seconds is there.
+ * Waits until the daemon's reclaim has read the guest's file system (a dry run says so): from
+ * then on it notes the guest's journal commits as they arrive (what lets an ext4 guest's delete
+ * free files written just before the pool filled). A guest that has run for a few seconds is there.
  */
 async function untilReclaimSees(sb: Sandbox, volume: string, fsType: string): Promise<void> {
-  for (const end = Date.now() + 20_000; Date.now() < end; await sleep(250)) {
+  await waitFor(`reclaim to find ${fsType} on ${volume}`, async () => {
     const r = await sb.json<{ ok: boolean; fs: string }>('reclaim', volume, '--dry-run');
-    if (r.ok && r.fs === fsType) return;
-  }
-  throw new Error(`reclaim did not find ${fsType} on ${volume} within 20 s`);
+    return r.ok && r.fs === fsType;
+  }, 20_000, 250);
 }
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');

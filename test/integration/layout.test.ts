@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { ChangeRecord } from '../../src/store/records';
-import { dropCaches, must, run, Sandbox, sleep, type RunResult } from '../support/sandbox';
+import { dropCaches, must, run, Sandbox, sleep, waitFor, type RunResult } from '../support/sandbox';
 
 interface Backend { id: number; allocatedBytes: number; reservedBytes: number; capacityBytes: number }
 interface Daemon { pid: number; health: string; epoch: number; volumes: string[] }
@@ -36,11 +36,6 @@ echo "$n files written"
 
 async function backends(sb: Sandbox): Promise<Backend[]> {
   return sb.json<Backend[]>('backend', 'list');
-}
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (await cond()) return;
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 async function writeFile(path: string, data: Buffer): Promise<void> {

@@ -186,6 +186,12 @@ export class Sandbox {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `cond` every `everyMs` until it holds; fails after `ms`, naming `what`. */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000, everyMs = 50): Promise<void> {
+  for (const end = Date.now() + ms; Date.now() < end; await sleep(everyMs)) if (await cond()) return;
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 /** A zombie counts as gone: the daemon is reparented to whoever reaps, maybe late. */
 export const alive = (pid: number): boolean => processStartTime(pid) !== undefined;
 

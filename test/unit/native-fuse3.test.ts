@@ -15,6 +15,7 @@ import { fuse3Args, fuse3Config } from '../../src/fuse/fuse-server';
 import { LowLevelAdapter } from '../../src/fuse/lowlevel-adapter';
 import { loadFuse3, type Fuse3InitInfo, type Fuse3Module, type Fuse3Session } from '../../src/native/fuse3';
 import { MemFs } from '../support/memfs';
+import { sleep, waitFor } from '../support/sandbox';
 
 /** This file runs as dist/test/unit/native-fuse3.test.js. */
 const DIST = path.resolve(__dirname, '..', '..');
@@ -41,16 +42,6 @@ async function must(cmd: string, args: string[], input?: Buffer): Promise<string
   const r = await run(cmd, args, input ? { input } : {});
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
   return r.stdout;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 interface Mounted { mnt: string; m: Fuse3Module; session: Fuse3Session; adapter: LowLevelAdapter; fs: MemFs; init: Promise<Fuse3InitInfo> }
@@ -246,7 +237,7 @@ describe('libfuse3 binding on real mounts (native/fuse3.c)', function () {
     x.fs.files.set('held', Buffer.alloc(8192, 1));
     x.fs.holdReadsOf = 'held';
     const reader = run('dd', [`if=${path.join(x.mnt, 'held')}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct', 'status=none']);
-    await waitFor('the read to arrive', () => x.fs.held.length === 1);
+    await waitFor('the read to arrive', () => x.fs.held.length === 1, 20_000, 10);
     expect(x.session.pending()).to.equal(1);
     await abortConnection(x.mnt);
     expect((await reader).code).to.not.equal(0);
@@ -286,7 +277,7 @@ describe('libfuse3 binding on real mounts (native/fuse3.c)', function () {
     let err = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    await waitFor(`the child to mount (stderr: ${err})`, () => out.includes('ready'));
+    await waitFor(`the child to mount (stderr: ${err})`, () => out.includes('ready'), 20_000, 10);
     expect(await must('cat', [path.join(mnt, 'f')])).to.equal('child');
     const busy = run('dd', [`if=/dev/urandom`, `of=${path.join(mnt, 'f')}`, 'bs=64k', 'count=200', 'status=none']);
     await sleep(20);
