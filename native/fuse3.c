@@ -7,38 +7,38 @@
  *   libfuseVersion                            the libfuse3 loaded at run time
  *
  * What C does, and nothing more: create the session from the options TypeScript built, mount,
- * run libfuse's multi-threaded loop (clone_fd workers) in C threads, package each request and
- * hand it to JavaScript without replying, and send the replies JavaScript asks for.
+ * read requests from /dev/fuse on the JavaScript thread, package each one and hand it to
+ * JavaScript without replying, and send the replies JavaScript asks for.
  *
- * Threads.
- *   - The JavaScript thread: mount(), every reply*(), destroy(), and call_js() (the
- *     threadsafe function's callback), which calls onRequest. The request table is touched by
- *     this thread only, so it needs no lock. libfuse's fuse_reply_* are thread-safe and are
- *     called here.
- *   - The loop thread (loop_main): runs fuse_session_loop_mt, which starts up to
- *     config.threads workers and returns once they all ended (the kernel connection went away:
- *     unmount, abort, or a read error); then it posts OP_ENDED.
- *   - libfuse's workers: read a request from their own clone of /dev/fuse, call one of the ll_*
- *     callbacks below, which copies what it needs into a `struct request` and posts it
- *     (non-blocking) to the threadsafe function. They never wait on JavaScript. All signals are
- *     blocked in the loop thread and so in the workers (they inherit its mask).
+ * One thread. Everything here runs on the JavaScript thread: /dev/fuse is non-blocking and
+ * watched by a uv_poll handle in Node's own event loop; when it is readable, on_readable reads
+ * up to READ_BATCH requests into its own buffers and has libfuse process each
+ * (fuse_session_process_buf, whose ll_* callbacks below call onRequest directly), inside one
+ * callback scope, so promise continuations (most replies) run when the batch is done. This is
+ * qemu-storage-daemon's design. The earlier one (libfuse's clone_fd worker threads posting to
+ * a threadsafe function) paid two thread wake-ups per request, and on this kind of VM a
+ * context switch costs more than the request's own work. The request table needs no lock.
  *
- * Shutdown order (TypeScript drives it): the kernel side ends first (fusermount -u; the
- * workers read ENODEV; the loop returns and posts OP_ENDED, the last item it ever posts, so
- * that every request was delivered before it). TypeScript waits for its pending replies, then
- * calls destroy(): join the loop thread, answer EIO to what is still pending, unmount (a no-op
- * when the kernel already did; else a lazy detach, so no stale mount stays), destroy the
- * session, release the threadsafe function. destroy() refuses (EBUSY) before OP_ENDED was
- * delivered: replying after fuse_session_destroy would use freed memory, so it may not run
- * while a request can still arrive.
+ * Shutdown order (TypeScript drives it): the kernel side ends first (fusermount -u; the read
+ * answers ENODEV; on_readable stops watching and delivers OP_ENDED, the last thing it ever
+ * delivers). TypeScript waits for its pending replies, then calls destroy(): answer EIO to
+ * what is still pending, unmount (a no-op when the kernel already did; else a lazy detach, so
+ * no stale mount stays), destroy the session, close the poll handle. destroy() refuses (EBUSY)
+ * before OP_ENDED was delivered: replying after fuse_session_destroy would use freed memory, so
+ * it may not run while a request can still arrive.
  *
  * Buffers.
- *   - Names (lookup, create, unlink, rename): copied by the worker (libfuse reuses its receive
- *     buffer once the callback returns) into request.name/name2; freed by call_js right after
- *     it made the JavaScript strings.
- *   - Write data: copied by the worker into request.data (data_alloc: malloc, or the data
- *     pool for large writes, below). call_js gives it to an external Buffer whose finalizer
- *     gives it back (data_free), and keeps a weak reference to that Buffer in the request.
+ *   - The receive buffer (session.rbuf, a buffer of the data pool below, big enough for the
+ *     largest request): on_readable reads each request into it and libfuse parses it there; the
+ *     next read overwrites it, unless a large write took it (below). destroy() gives it back.
+ *   - Names (lookup, create, unlink, rename): copied out of the receive buffer into
+ *     request.name/name2; freed by call_js right after it made the JavaScript strings.
+ *   - Write data: a write of POOL_MIN bytes or more takes the whole receive buffer
+ *     (request.data points into it, request.pool_buf is the buffer; on_readable gets a new one
+ *     from the pool for the next read), so its data is never copied here. Smaller writes are
+ *     copied into their own malloc (pool_buf NULL). call_js gives the data to an external
+ *     Buffer whose finalizer gives the memory back (free_external), and keeps a weak reference
+ *     to that Buffer in the request.
  *     The reply (any reply method, or destroy) detaches the Buffer's memory: every view of it
  *     in JavaScript reads as empty from then on, and Node calls the finalizer in the next turn,
  *     so the memory goes back to the pool at once rather than at a garbage collection (1 MiB
@@ -49,18 +49,20 @@
  *     fuse_reply_buf, which copies them into the kernel before returning. The memory is V8's,
  *     so a late fill after a reply or after destroy() touches nothing freed.
  *   - Readdir replies: a buffer of the request's size, allocated and freed inside replyReaddir.
- *   - struct request: from the worker's calloc until the reply (or until call_js for
+ *   - struct request: from the ll_* callback's calloc until the reply (or until call_js for
  *     notifications, which need none); the table holds it in between.
  */
 #define FUSE_USE_VERSION 312
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <math.h>
+#include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <uv.h>
 
 #include "addon.h"
 
@@ -103,9 +105,10 @@ struct request {
   uint64_t size;
   int32_t flags;
   uint32_t mode;
-  char *name;  /* worker's copy; freed in call_js */
-  char *name2; /* worker's copy; freed in call_js */
+  char *name;  /* copy out of the receive buffer; freed in call_js */
+  char *name2; /* copy out of the receive buffer; freed in call_js */
   void *data;  /* write data (size bytes); owned here until call_js hands it to a Buffer */
+  void *pool_buf; /* the pool buffer data lies in, or NULL when data is a malloc of its own */
   napi_ref data_ref; /* weak, to that Buffer: detached by the reply (detach_data), JavaScript thread only */
   int nnums;
   double nums[10]; /* SETATTR attributes, INIT figures */
@@ -124,15 +127,13 @@ struct slot {
 struct session {
   struct fuse_session *se; /* NULL once destroyed */
   napi_env env;
-  napi_threadsafe_function tsfn;
-  napi_ref self; /* strong reference to the JavaScript object until destroy() */
-  pthread_t loop_thread;
-
-  /* Guards `closing` between the JavaScript thread and libfuse's threads. */
-  pthread_mutex_t lock;
-  bool closing; /* the environment is being torn down: nobody may call the tsfn any more */
-
-  /* JavaScript thread only. */
+  napi_ref self;       /* strong reference to the JavaScript object until destroy() */
+  napi_ref on_request; /* strong reference to onRequest until destroy() */
+  napi_async_context async_ctx; /* for the callback scope of each batch; NULL once destroyed */
+  uv_poll_t *poll;     /* watches /dev/fuse; malloc'd, freed by its close callback (poll_closed) */
+  bool polling;        /* poll is started */
+  void *rbuf;          /* the receive buffer (see Buffers); NULL while a write has just taken it */
+  bool closing;        /* the environment is being torn down: JavaScript can no longer be called */
   bool ended_delivered; /* call_js handed OP_ENDED to JavaScript: nothing more can arrive */
   bool destroyed;
   struct slot *slots;
@@ -140,33 +141,31 @@ struct session {
   uint32_t free_head;
   uint32_t pending;
 
-  /* From config, read by ll_init (in a worker, before any other request). */
+  /* From config, read by ll_init (the first request). */
   unsigned max_write, max_read, max_readahead, max_background, congestion_threshold;
-  unsigned want_caps, drop_caps, threads;
+  unsigned want_caps, drop_caps;
 };
 
 /*
- * The data pool: write data of POOL_MIN bytes or more lives in buffers of POOL_BYTES kept for
- * reuse, not in fresh malloc memory. glibc serves such sizes with mmap, or trims them off the
- * heap once freed, so every large write paid page faults and zeroing again: 1 MiB writes ran at
- * 350-410 MiB/s that way, 610-700 with glibc's trimming turned off (GLIBC_TUNABLES, same hour).
- * At most POOL_MAX buffers wait here (16 MiB). Process-wide, because a Buffer's finalizer may run
- * after its session was destroyed; the buffers waiting at exit are never freed.
+ * The data pool: buffers of POOL_BYTES (the largest request the kernel may send: max_write is
+ * capped to POOL_BYTES - FUSE_HEADER_ROOM at INIT) kept for reuse as receive buffers, not fresh
+ * malloc memory. glibc serves such sizes with mmap, or trims them off the heap once freed, so
+ * every large write paid page faults and zeroing again: 1 MiB writes ran at 350-410 MiB/s that
+ * way, 610-700 with glibc's trimming turned off (GLIBC_TUNABLES, same hour). At most POOL_MAX
+ * buffers wait here (16 MiB). Process-wide, because a Buffer's finalizer may run after its
+ * session was destroyed; the buffers waiting at exit are never freed.
  */
 #define POOL_MIN (128 * 1024)
-#define POOL_BYTES (1024 * 1024)
+#define FUSE_HEADER_ROOM 4096 /* fuse_in_header + fuse_write_in, rounded up to a page as libfuse does */
+#define POOL_BYTES (1024 * 1024 + FUSE_HEADER_ROOM)
 #define POOL_MAX 16
+#define IN_HEADER_BYTES 40 /* sizeof(struct fuse_in_header) */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *pool[POOL_MAX]; /* guarded by pool_lock */
 static int pool_count;       /* guarded by pool_lock */
 
-static bool pooled(size_t size) {
-  return size >= POOL_MIN && size <= POOL_BYTES;
-}
-
-/* Memory for `size` bytes of write data; NULL when out of memory. Give it back with data_free(p, size). */
-static void *data_alloc(size_t size) {
-  if (!pooled(size)) return malloc(size > 0 ? size : 1);
+/* A buffer of POOL_BYTES; NULL when out of memory. Give it back with pool_put. */
+static void *pool_get(void) {
   void *p = NULL;
   pthread_mutex_lock(&pool_lock);
   if (pool_count > 0) p = pool[--pool_count];
@@ -174,37 +173,38 @@ static void *data_alloc(size_t size) {
   return p != NULL ? p : malloc(POOL_BYTES);
 }
 
-static void data_free(void *p, size_t size) {
-  if (p != NULL && pooled(size)) {
-    pthread_mutex_lock(&pool_lock);
-    if (pool_count < POOL_MAX) {
-      pool[pool_count++] = p;
-      p = NULL;
-    }
-    pthread_mutex_unlock(&pool_lock);
+static void pool_put(void *p) {
+  if (p == NULL) return;
+  pthread_mutex_lock(&pool_lock);
+  if (pool_count < POOL_MAX) {
+    pool[pool_count++] = p;
+    p = NULL;
   }
+  pthread_mutex_unlock(&pool_lock);
   free(p);
 }
 
 static void request_free(struct request *r) {
   free(r->name);
   free(r->name2);
-  data_free(r->data, (size_t)r->size);
+  if (r->pool_buf != NULL) pool_put(r->pool_buf);
+  else free(r->data);
   free(r);
 }
 
-/* ------------------------------------------------------------------ libfuse's threads */
+/* ------------------------------------------------------------------ requests from libfuse */
 
-/* Hands a request to JavaScript; if that is impossible, answers it here (EIO) and drops it. */
+static void call_js(struct session *s, struct request *r);
+
+/* Hands a request to JavaScript (inside on_readable's scopes); if that is impossible, answers
+ * it here (EIO) and drops it. */
 static void post(struct session *s, struct request *r) {
-  napi_status st = napi_closing;
-  pthread_mutex_lock(&s->lock);
-  if (!s->closing) st = napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_nonblocking);
-  pthread_mutex_unlock(&s->lock);
-  if (st != napi_ok) {
+  if (s->closing) {
     if (r->req != NULL) fuse_reply_err(r->req, EIO);
     request_free(r);
+    return;
   }
+  call_js(s, r);
 }
 
 static struct request *request_new(fuse_req_t req, int op, fuse_ino_t ino, const struct fuse_file_info *fi) {
@@ -238,8 +238,10 @@ static struct session *session_of(fuse_req_t req) {
 
 static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   struct session *s = userdata;
-  /* libfuse has already capped max_write to its receive buffer (1 MiB on 3.14); only lower it. */
+  /* libfuse has already capped max_write to its receive buffer (1 MiB on 3.14); only lower it,
+   * and keep it within ours (on_readable reads into buffers of POOL_BYTES). */
   if (s->max_write > 0 && s->max_write < conn->max_write) conn->max_write = s->max_write;
+  if (conn->max_write > POOL_BYTES - FUSE_HEADER_ROOM) conn->max_write = POOL_BYTES - FUSE_HEADER_ROOM;
   /* Must equal the max_read mount option, or libfuse refuses the INIT. */
   conn->max_read = s->max_read;
   if (s->max_readahead < conn->max_readahead) conn->max_readahead = s->max_readahead;
@@ -318,15 +320,22 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   if (r == NULL) return;
   r->off = off;
   r->size = size;
-  /* `buf` is libfuse's receive buffer, reused for the next request as soon as we return. */
-  r->data = data_alloc(size);
-  if (r->data == NULL) {
-    fuse_reply_err(req, ENOMEM);
-    request_free(r);
-    return;
+  struct session *s = session_of(req);
+  /* `buf` lies in the receive buffer, which the next read overwrites unless this takes it. */
+  if (size >= POOL_MIN && s->rbuf != NULL && buf >= (const char *)s->rbuf && buf + size <= (const char *)s->rbuf + POOL_BYTES) {
+    r->data = (void *)buf;
+    r->pool_buf = s->rbuf;
+    s->rbuf = NULL;
+  } else {
+    r->data = malloc(size > 0 ? size : 1);
+    if (r->data == NULL) {
+      fuse_reply_err(req, ENOMEM);
+      request_free(r);
+      return;
+    }
+    memcpy(r->data, buf, size);
   }
-  memcpy(r->data, buf, size);
-  post(session_of(req), r);
+  post(s, r);
 }
 
 static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -429,28 +438,6 @@ static const struct fuse_lowlevel_ops ll_ops = {
   .lseek = ll_lseek,
 };
 
-static void *loop_main(void *arg) {
-  struct session *s = arg;
-  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-  if (cfg != NULL) {
-    fuse_loop_cfg_set_clone_fd(cfg, 1);
-    fuse_loop_cfg_set_max_threads(cfg, s->threads);
-  }
-  int rc = fuse_session_loop_mt(s->se, cfg); /* NULL config: libfuse's defaults */
-  if (cfg != NULL) fuse_loop_cfg_destroy(cfg);
-
-  /* Every worker has been joined: nothing else posts after this. */
-  struct request *r = calloc(1, sizeof *r);
-  if (r == NULL) {
-    fprintf(stderr, "thinvol: fuse3: out of memory at the end of the session loop\n");
-    return NULL;
-  }
-  r->op = OP_ENDED;
-  r->flags = rc;
-  post(s, r);
-  return NULL;
-}
-
 /* ------------------------------------------------------------------ the JavaScript thread */
 
 /* The request is being answered: its write data stops being JavaScript's (see Buffers at the
@@ -507,19 +494,20 @@ static struct request *table_take(struct session *s, double id) {
   return r;
 }
 
-/* An external write Buffer's finalizer; `hint` carries the data's size for data_free. */
+/* An external write Buffer's finalizer; `hint` is the pool buffer the data lies in, or NULL. */
 static void free_external(napi_env env, void *data, void *hint) {
   (void)env;
-  data_free(data, (size_t)(uintptr_t)hint);
+  if (hint != NULL) pool_put(hint);
+  else free(data);
 }
 
 /* Makes the JavaScript value for request.arg; false with nothing pending on failure. */
 static bool arg_value(napi_env env, struct request *r, napi_value *out) {
   if (r->op == OP_WRITE) {
     void *copy_target = NULL;
-    napi_status st = napi_create_external_buffer(env, r->size, r->data, free_external, (void *)(uintptr_t)r->size, out);
+    napi_status st = napi_create_external_buffer(env, r->size, r->data, free_external, r->pool_buf, out);
     if (st == napi_ok) {
-      r->data = NULL; /* the Buffer's finalizer gives it back now */
+      r->data = r->pool_buf = NULL; /* the Buffer's finalizer gives it back now */
       /* Without the reference the memory still goes back, at the Buffer's collection. */
       if (r->req != NULL && napi_create_reference(env, *out, 0, &r->data_ref) != napi_ok) r->data_ref = NULL;
       return true;
@@ -538,12 +526,11 @@ static bool arg_value(napi_env env, struct request *r, napi_value *out) {
   return napi_get_undefined(env, out) == napi_ok;
 }
 
-static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
-  struct session *s = context;
-  struct request *r = data;
-  if (env == NULL || js_cb == NULL) {
-    /* The environment is going away with this still queued; the session is not destroyed
-     * (destroy() waits for OP_ENDED, which comes last), so the request can still be answered. */
+/* Calls onRequest for r. Runs inside on_readable's handle and callback scopes. */
+static void call_js(struct session *s, struct request *r) {
+  napi_env env = s->env;
+  napi_value js_cb;
+  if (napi_get_reference_value(env, s->on_request, &js_cb) != napi_ok || js_cb == NULL) {
     if (r->req != NULL) fuse_reply_err(r->req, EIO);
     request_free(r);
     return;
@@ -583,21 +570,91 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   napi_value undefined;
   if (napi_get_undefined(env, &undefined) == napi_ok) {
     /* A request may be answered (and freed) inside this call: r is not used after it, except
-     * a notification, which is not in the table. An exception from onRequest propagates as an
+     * a notification, which is not in the table. An exception from onRequest becomes an
      * uncaught exception (the dispatcher catches its handlers' errors; one reaching here is a bug). */
-    napi_call_function(env, undefined, js_cb, 10, argv, NULL);
+    if (napi_call_function(env, undefined, js_cb, 10, argv, NULL) == napi_pending_exception) {
+      napi_value error;
+      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
+    }
   }
   if (id == 0) request_free(r);
 }
 
+/* Requests read per wake-up, so that timers and other I/O get their turn under load. */
+#define READ_BATCH 64
+
+static void poll_closed(uv_handle_t *handle) {
+  free(handle);
+}
+
+static void stop_polling(struct session *s) {
+  if (s->polling) uv_poll_stop(s->poll);
+  s->polling = false;
+}
+
+/* /dev/fuse is readable (or in error): read and process what waits, up to READ_BATCH. The end
+ * of the kernel connection (unmount, abort) reads as 0 (libfuse saw ENODEV and exited the
+ * session); then OP_ENDED goes to JavaScript with flags 0, or with the negative errno of a
+ * read or poll error. */
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  struct session *s = handle->data;
+  if (s->closing || !s->polling) return;
+  napi_env env = s->env;
+  napi_handle_scope hs;
+  napi_callback_scope cs;
+  napi_value resource;
+  if (napi_open_handle_scope(env, &hs) != napi_ok) return;
+  if (napi_get_reference_value(env, s->self, &resource) != napi_ok ||
+      napi_open_callback_scope(env, resource, s->async_ctx, &cs) != napi_ok) {
+    napi_close_handle_scope(env, hs);
+    return;
+  }
+  int rc = 1;
+  int fd = fuse_session_fd(s->se);
+  for (int i = 0; rc > 0 && i < READ_BATCH; i++) {
+    if (s->rbuf == NULL && (s->rbuf = pool_get()) == NULL) {
+      rc = -ENOMEM;
+      break;
+    }
+    ssize_t n = read(fd, s->rbuf, POOL_BYTES);
+    if (n < 0) {
+      /* ENOENT: the request was interrupted before we read it. ENODEV: the connection ended. */
+      rc = errno == EINTR || errno == ENOENT ? 1 : errno == ENODEV ? 0 : -errno;
+    } else if (n < IN_HEADER_BYTES) {
+      rc = -EIO;
+    } else {
+      struct fuse_buf fb;
+      memset(&fb, 0, sizeof fb);
+      fb.size = (size_t)n;
+      fb.mem = s->rbuf;
+      fuse_session_process_buf(s->se, &fb);
+    }
+  }
+  /* libuv reports POLLERR as status UV_EBADF and stops the handle; the read tells why. */
+  if (rc == -EAGAIN && status < 0) rc = status;
+  if (rc <= 0 && rc != -EAGAIN && s->polling) {
+    stop_polling(s);
+    struct request *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+      fprintf(stderr, "thinvol: fuse3: out of memory at the end of the session\n");
+    } else {
+      r->op = OP_ENDED;
+      r->flags = rc;
+      post(s, r);
+    }
+  }
+  napi_close_callback_scope(env, cs);
+  napi_close_handle_scope(env, hs);
+}
+
 /* Environment teardown with the session still running (process teardown without destroy()):
- * from now on libfuse's threads answer EIO themselves rather than touching the tsfn, which
- * Node frees next. The session itself is left to the process's end. */
+ * JavaScript can no longer be called, so stop reading; the kernel connection ends with the
+ * process. */
 static void env_cleanup(void *arg) {
   struct session *s = arg;
-  pthread_mutex_lock(&s->lock);
   s->closing = true;
-  pthread_mutex_unlock(&s->lock);
+  stop_polling(s);
 }
 
 static void session_finalize(napi_env env, void *data, void *hint) {
@@ -605,9 +662,8 @@ static void session_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   struct session *s = data;
   /* Reached only once destroy() dropped the strong reference, or at environment teardown;
-   * in that case libfuse's threads may still use s, so it stays. */
+   * in that case the poll handle still points at s, so it stays. */
   if (!s->destroyed) return;
-  pthread_mutex_destroy(&s->lock);
   free(s);
 }
 
@@ -954,7 +1010,6 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   if (s == NULL) return NULL;
   if (s->destroyed) return result_int(env, 0);
   if (!s->ended_delivered) return result_int(env, EBUSY);
-  pthread_join(s->loop_thread, NULL);
   for (uint32_t i = 0; i < s->nslots; i++) {
     struct request *r = s->slots[i].r;
     if (r == NULL) continue;
@@ -973,9 +1028,16 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);
   s->se = NULL;
+  pool_put(s->rbuf);
+  s->rbuf = NULL;
+  uv_close((uv_handle_t *)s->poll, poll_closed);
+  s->poll = NULL;
   s->destroyed = true;
   napi_remove_env_cleanup_hook(env, env_cleanup, s);
-  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  napi_async_destroy(env, s->async_ctx);
+  s->async_ctx = NULL;
+  napi_delete_reference(env, s->on_request);
+  s->on_request = NULL;
   napi_delete_reference(env, s->self);
   s->self = NULL;
   return result_int(env, 0);
@@ -1010,7 +1072,7 @@ static void free_argv(char **argv, uint32_t argc) {
  * refused the options (EINVAL) or the mount failed (libfuse prints why on stderr).
  * args: argv for fuse_session_new, e.g. ['thinvol', '-o', 'allow_other,fsname=...'].
  * config: {maxWrite, maxRead, maxReadahead, maxBackground, congestionThreshold, wantCaps,
- * dropCaps, threads}, applied at INIT (maxRead must match the max_read option). */
+ * dropCaps}, applied at INIT (maxRead must match the max_read option). */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -1030,7 +1092,6 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->free_head = NO_SLOT;
   s->destroyed = true;
   s->env = env;
-  pthread_mutex_init(&s->lock, NULL);
   napi_value obj;
   const napi_property_descriptor methods[] = {
     {"replyErr", NULL, js_reply_err, NULL, NULL, NULL, napi_default, NULL},
@@ -1049,7 +1110,6 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   if (napi_create_object(env, &obj) != napi_ok ||
       napi_define_properties(env, obj, sizeof methods / sizeof methods[0], methods) != napi_ok ||
       napi_wrap(env, obj, s, session_finalize, NULL, NULL) != napi_ok) {
-    pthread_mutex_destroy(&s->lock);
     free(s);
     thinvol_throw_napi_error(env);
     return NULL;
@@ -1059,9 +1119,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
       !config_uint(env, argv[2], "maxReadahead", &s->max_readahead) ||
       !config_uint(env, argv[2], "maxBackground", &s->max_background) ||
       !config_uint(env, argv[2], "congestionThreshold", &s->congestion_threshold) ||
-      !config_uint(env, argv[2], "wantCaps", &s->want_caps) || !config_uint(env, argv[2], "dropCaps", &s->drop_caps) ||
-      !config_uint(env, argv[2], "threads", &s->threads)) return NULL;
-  if (s->threads == 0) s->threads = 1;
+      !config_uint(env, argv[2], "wantCaps", &s->want_caps) || !config_uint(env, argv[2], "dropCaps", &s->drop_caps)) return NULL;
 
   /* Lifetime of mnt and of the argv copies: this call (libfuse copies what it keeps). */
   char mnt[4096];
@@ -1098,30 +1156,39 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   }
 
   napi_value name;
+  uv_loop_t *loop = NULL;
+  int fd = fuse_session_fd(s->se);
+  int fl = fcntl(fd, F_GETFL);
   int err = 0;
-  if (napi_create_reference(env, obj, 1, &s->self) != napi_ok ||
-      napi_create_string_utf8(env, "thinvol fuse3", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_threadsafe_function(env, argv[3], NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn) != napi_ok ||
-      /* Registered after the tsfn, so that it runs before the tsfn's own cleanup (reverse order). */
-      napi_add_env_cleanup_hook(env, env_cleanup, s) != napi_ok) {
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+    err = errno;
+  } else if (napi_get_uv_event_loop(env, &loop) != napi_ok || (s->poll = calloc(1, sizeof *s->poll)) == NULL ||
+             napi_create_reference(env, obj, 1, &s->self) != napi_ok ||
+             napi_create_reference(env, argv[3], 1, &s->on_request) != napi_ok ||
+             napi_create_string_utf8(env, "thinvol fuse3", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+             napi_async_init(env, obj, name, &s->async_ctx) != napi_ok ||
+             napi_add_env_cleanup_hook(env, env_cleanup, s) != napi_ok) {
     err = ENOMEM;
-  } else {
-    /* The loop thread and the workers it starts get no signals: Node's threads handle them. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    err = pthread_create(&s->loop_thread, NULL, loop_main, s);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err == 0) {
+  } else if ((err = -uv_poll_init(loop, s->poll, fd)) == 0) {
+    s->poll->data = s;
+    if ((err = -uv_poll_start(s->poll, UV_READABLE, on_readable)) == 0) {
+      s->polling = true;
       s->destroyed = false;
       return obj;
     }
-    napi_remove_env_cleanup_hook(env, env_cleanup, s);
+    uv_close((uv_handle_t *)s->poll, poll_closed);
+    s->poll = NULL;
   }
   /* Half-built: undo in reverse; the object is left to the GC, whose finalizer frees s. */
-  if (s->tsfn != NULL) napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  if (s->async_ctx != NULL) {
+    napi_remove_env_cleanup_hook(env, env_cleanup, s);
+    napi_async_destroy(env, s->async_ctx);
+  }
+  free(s->poll);
+  s->poll = NULL;
+  if (s->on_request != NULL) napi_delete_reference(env, s->on_request);
   if (s->self != NULL) napi_delete_reference(env, s->self);
-  s->self = NULL;
+  s->on_request = s->self = NULL;
   fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);
   s->se = NULL;

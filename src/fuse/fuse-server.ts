@@ -70,7 +70,7 @@ export function fuse3Config(m: Fuse3Module, writebackCache = false): Fuse3Config
   return {
     maxWrite: MAX_IO, maxRead: MAX_IO, maxReadahead: MAX_IO, maxBackground: 512, congestionThreshold: 384,
     wantCaps: m.CAP.ASYNC_DIO | m.CAP.ATOMIC_O_TRUNC | (writebackCache ? m.CAP.WRITEBACK_CACHE : 0),
-    dropCaps: m.CAP.AUTO_INVAL_DATA | (writebackCache ? 0 : m.CAP.WRITEBACK_CACHE), threads: 4,
+    dropCaps: m.CAP.AUTO_INVAL_DATA | (writebackCache ? 0 : m.CAP.WRITEBACK_CACHE),
   };
 }
 

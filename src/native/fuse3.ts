@@ -82,8 +82,6 @@ export interface Fuse3Config {
   wantCaps: number;
   /** FUSE_CAP_* to turn off (libfuse turns some on by default). */
   dropCaps: number;
-  /** libfuse worker threads, each with its own clone of /dev/fuse. */
-  threads: number;
 }
 
 export interface Fuse3Module extends Fuse3Constants {
