@@ -131,9 +131,8 @@ struct session {
   napi_ref on_request; /* strong reference to onRequest until destroy() */
   napi_async_context async_ctx; /* for the callback scope of each batch; NULL once destroyed */
   uv_poll_t *poll;     /* watches /dev/fuse; malloc'd, freed by its close callback (poll_closed) */
-  bool polling;        /* poll is started */
+  bool polling;        /* poll is started; false once the session ended or the environment is torn down */
   void *rbuf;          /* the receive buffer (see Buffers); NULL while a write has just taken it */
-  bool closing;        /* the environment is being torn down: JavaScript can no longer be called */
   bool ended_delivered; /* call_js handed OP_ENDED to JavaScript: nothing more can arrive */
   bool destroyed;
   struct slot *slots;
@@ -184,28 +183,24 @@ static void pool_put(void *p) {
   free(p);
 }
 
+/* Write data: `data` lies in `pool_buf` (a pool buffer), or is a malloc of its own (pool_buf NULL). */
+static void data_free(void *data, void *pool_buf) {
+  if (pool_buf != NULL) pool_put(pool_buf);
+  else free(data);
+}
+
 static void request_free(struct request *r) {
   free(r->name);
   free(r->name2);
-  if (r->pool_buf != NULL) pool_put(r->pool_buf);
-  else free(r->data);
+  data_free(r->data, r->pool_buf);
   free(r);
 }
 
 /* ------------------------------------------------------------------ requests from libfuse */
 
+/* Hands a request to JavaScript (the ll_* callbacks run inside on_readable's scopes); if that
+ * is impossible, answers it here (EIO) and drops it. */
 static void call_js(struct session *s, struct request *r);
-
-/* Hands a request to JavaScript (inside on_readable's scopes); if that is impossible, answers
- * it here (EIO) and drops it. */
-static void post(struct session *s, struct request *r) {
-  if (s->closing) {
-    if (r->req != NULL) fuse_reply_err(r->req, EIO);
-    request_free(r);
-    return;
-  }
-  call_js(s, r);
-}
 
 static struct request *request_new(fuse_req_t req, int op, fuse_ino_t ino, const struct fuse_file_info *fi) {
   struct request *r = calloc(1, sizeof *r);
@@ -255,12 +250,12 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
                          conn->max_read, conn->max_readahead, conn->max_background, conn->congestion_threshold};
   r->nnums = sizeof nums / sizeof nums[0];
   memcpy(r->nums, nums, sizeof nums);
-  post(s, r);
+  call_js(s, r);
 }
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   struct request *r = request_new(req, OP_LOOKUP, parent, NULL);
-  if (r != NULL && copy_name(r, &r->name, name)) post(session_of(req), r);
+  if (r != NULL && copy_name(r, &r->name, name)) call_js(session_of(req), r);
 }
 
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -269,12 +264,12 @@ static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   struct request *r = request_new(NULL, OP_FORGET, ino, NULL);
   if (r == NULL) return;
   r->size = nlookup;
-  post(s, r);
+  call_js(s, r);
 }
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct request *r = request_new(req, OP_GETATTR, ino, fi);
-  if (r != NULL) post(session_of(req), r);
+  if (r != NULL) call_js(session_of(req), r);
 }
 
 static double ms_of(const struct timespec *t) {
@@ -289,14 +284,14 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   const double nums[] = {attr->st_mode, attr->st_uid, attr->st_gid, ms_of(&attr->st_atim), ms_of(&attr->st_mtim)};
   r->nnums = sizeof nums / sizeof nums[0];
   memcpy(r->nums, nums, sizeof nums);
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct request *r = request_new(req, OP_OPEN, ino, NULL);
   if (r == NULL) return;
   r->flags = fi->flags;
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
@@ -304,7 +299,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   if (r == NULL) return;
   r->flags = fi->flags;
   r->mode = mode;
-  if (copy_name(r, &r->name, name)) post(session_of(req), r);
+  if (copy_name(r, &r->name, name)) call_js(session_of(req), r);
 }
 
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
@@ -312,7 +307,7 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   if (r == NULL) return;
   r->off = off;
   r->size = size;
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
@@ -335,33 +330,33 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     }
     memcpy(r->data, buf, size);
   }
-  post(s, r);
+  call_js(s, r);
 }
 
 static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct request *r = request_new(req, OP_FLUSH, ino, fi);
-  if (r != NULL) post(session_of(req), r);
+  if (r != NULL) call_js(session_of(req), r);
 }
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct request *r = request_new(req, OP_RELEASE, ino, fi);
   if (r == NULL) return;
   r->flags = fi->flags;
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   struct request *r = request_new(req, OP_FSYNC, ino, fi);
   if (r == NULL) return;
   r->flags = datasync;
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct request *r = request_new(req, OP_OPENDIR, ino, NULL);
   if (r == NULL) return;
   r->flags = fi->flags;
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
@@ -369,22 +364,22 @@ static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
   if (r == NULL) return;
   r->off = off;
   r->size = size;
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct request *r = request_new(req, OP_RELEASEDIR, ino, fi);
-  if (r != NULL) post(session_of(req), r);
+  if (r != NULL) call_js(session_of(req), r);
 }
 
 static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
   struct request *r = request_new(req, OP_STATFS, ino, NULL);
-  if (r != NULL) post(session_of(req), r);
+  if (r != NULL) call_js(session_of(req), r);
 }
 
 static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
   struct request *r = request_new(req, OP_UNLINK, parent, NULL);
-  if (r != NULL && copy_name(r, &r->name, name)) post(session_of(req), r);
+  if (r != NULL && copy_name(r, &r->name, name)) call_js(session_of(req), r);
 }
 
 static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
@@ -394,7 +389,7 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
   r->fh = newparent;
   r->has_fh = true;
   r->flags = (int32_t)flags;
-  if (copy_name(r, &r->name, name) && copy_name(r, &r->name2, newname)) post(session_of(req), r);
+  if (copy_name(r, &r->name, name) && copy_name(r, &r->name2, newname)) call_js(session_of(req), r);
 }
 
 static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
@@ -403,7 +398,7 @@ static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
   r->flags = mode;
   r->off = offset;
   r->size = (uint64_t)length;
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
@@ -411,7 +406,7 @@ static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
   if (r == NULL) return;
   r->off = off;
   r->flags = whence;
-  post(session_of(req), r);
+  call_js(session_of(req), r);
 }
 
 /* Operations not listed get ENOSYS from libfuse. */
@@ -497,8 +492,7 @@ static struct request *table_take(struct session *s, double id) {
 /* An external write Buffer's finalizer; `hint` is the pool buffer the data lies in, or NULL. */
 static void free_external(napi_env env, void *data, void *hint) {
   (void)env;
-  if (hint != NULL) pool_put(hint);
-  else free(data);
+  data_free(data, hint);
 }
 
 /* Makes the JavaScript value for request.arg; false with nothing pending on failure. */
@@ -593,13 +587,12 @@ static void stop_polling(struct session *s) {
 }
 
 /* /dev/fuse is readable (or in error): read and process what waits, up to READ_BATCH. The end
- * of the kernel connection (unmount, abort) reads as 0 (libfuse saw ENODEV and exited the
- * session); then OP_ENDED goes to JavaScript with flags 0, or with the negative errno of a
- * read or poll error. */
+ * of the kernel connection (unmount, abort) reads as ENODEV; then OP_ENDED goes to JavaScript
+ * with flags 0, or with the negative errno of a read or poll error. */
 static void on_readable(uv_poll_t *handle, int status, int events) {
   (void)events;
   struct session *s = handle->data;
-  if (s->closing || !s->polling) return;
+  if (!s->polling) return;
   napi_env env = s->env;
   napi_handle_scope hs;
   napi_callback_scope cs;
@@ -633,7 +626,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   }
   /* libuv reports POLLERR as status UV_EBADF and stops the handle; the read tells why. */
   if (rc == -EAGAIN && status < 0) rc = status;
-  if (rc <= 0 && rc != -EAGAIN && s->polling) {
+  if (rc <= 0 && rc != -EAGAIN) {
     stop_polling(s);
     struct request *r = calloc(1, sizeof *r);
     if (r == NULL) {
@@ -641,7 +634,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     } else {
       r->op = OP_ENDED;
       r->flags = rc;
-      post(s, r);
+      call_js(s, r);
     }
   }
   napi_close_callback_scope(env, cs);
@@ -653,7 +646,6 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
  * process. */
 static void env_cleanup(void *arg) {
   struct session *s = arg;
-  s->closing = true;
   stop_polling(s);
 }
 
