@@ -12,12 +12,16 @@ async function main(): Promise<void> {
   const a = await yargs(process.argv.slice(2))
     .option('seconds', { type: 'number', default: 600, describe: 'per mode (unsynced, then synced commits)' })
     .option('seed', { type: 'number', default: Date.now() % 1e9 })
+    .option('long-writers', { type: 'number', default: 2, describe: 'processes committing in a loop for the whole run (daemons)' })
+    .option('parallel', { type: 'number', default: 4, describe: 'short-lived writers and readers at once (CLI commands)' })
+    .option('mode', { choices: ['both', 'unsynced', 'synced'] as const, default: 'both' as const, describe: 'unsynced commits are many more per second; synced is how the product runs' })
     .strict().parseAsync();
   let failed = false;
-  for (const synced of [false, true]) {
+  const modes = a.mode === 'both' ? [false, true] : [a.mode === 'synced'];
+  for (const synced of modes) {
     const dir = mkdtempSync(join(tmpdir(), 'thinvol-soak-store-'));
     try {
-      const r = await runStoreProcesses({ dir, seconds: a.seconds, longWriters: 2, parallel: 4, seed: a.seed, synced });
+      const r = await runStoreProcesses({ dir, seconds: a.seconds, longWriters: a['long-writers'], parallel: a.parallel, seed: a.seed, synced });
       console.log(JSON.stringify({ synced, seed: a.seed, seconds: a.seconds, ...r, problems: r.problems.length }));
       for (const p of r.problems.slice(0, 20)) console.log(`  ${p}`);
       failed ||= r.problems.length > 0;

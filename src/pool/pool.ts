@@ -321,7 +321,7 @@ export class Pool {
         const other = await identityOf(b.path);
         if (b.path === spec.path || (other && sameIdentity(id, other))) throw new FsError('EEXIST', `backend ${spec.path} is already in the pool as backend ${b.id} (${b.path})`);
       }
-      for (const own of [Pool.metaFile(this.dir), `${Pool.metaFile(this.dir)}-lock`, `${Pool.metaFile(this.dir)}-gate`]) {
+      for (const own of [Pool.metaFile(this.dir), `${Pool.metaFile(this.dir)}-lock`]) {
         const o = await identityOf(own);
         if (o && sameIdentity(id, o)) throw new FsError('EBUSY', `cannot use backend ${spec.path}: it is the pool's own metadata file ${own}`);
       }

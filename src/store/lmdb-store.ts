@@ -1,7 +1,12 @@
-import { open, type Database, type RootDatabase, type RootDatabaseOptionsWithPath } from 'lmdb';
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import * as lmdb from 'lmdb';
+import type { Database, RootDatabase, RootDatabaseOptionsWithPath } from 'lmdb';
+import { FsError } from '../util/errors';
 import { logger } from '../util/log';
+import { lmdbFileFormat } from './lmdb-format';
+import { LMDB_DATABASES, MAX_DBS } from './lmdb-schema';
 import type { MetaStore, Tables } from './meta-store';
-import { OpenGate } from './open-gate';
 import type { Key, RangeOptions, Table } from './table';
 
 const debug = logger('store');
@@ -36,21 +41,39 @@ class LmdbTable<K extends Key, V> implements Table<K, V> {
 }
 
 /**
+ * Refuses to run on lmdb-js's bundled LMDB 0.9.90 (data format 2): several processes committing
+ * to one environment corrupt its free-page list (the multi-process store test and
+ * scripts/soak/store.ts hit assertions in mdb_freelist_save and MDB_NOTFOUND from mdb_page_alloc),
+ * and it resets the lock file's last transaction id in every process that opens the
+ * environment. `npm install` builds lmdb-js against its copy of upstream LMDB 0.9.29 instead
+ * (package.json, build:lmdb); this catches an install that skipped that step.
+ */
+function assertUpstreamLmdb(): void {
+  // lmdb-js exports the version of the LMDB it loaded; its types omit it.
+  const lmdbVersion = (lmdb as unknown as { version: { major: number; minor: number; patch: number; versionString: string } }).version;
+  if (lmdbVersion.major !== 0 || lmdbVersion.minor !== 9 || lmdbVersion.patch >= 90) {
+    throw new FsError('ENOTSUP', `lmdb-js loaded ${lmdbVersion.versionString}, not the upstream LMDB 0.9 thinvol uses (its free-page list breaks when several processes commit); run: npm run build:lmdb`);
+  }
+}
+
+/** An existing file in lmdb-js's data format 2 gets a one-line error that says how to convert it. */
+function assertFormat1(file: string): void {
+  if (existsSync(file) && lmdbFileFormat(file) === 2) {
+    throw new FsError('EPROTO', `pool metadata ${file} is in the format thinvol used before 2026-11-30; convert it once (stop the pool's daemons first): thinvol --pool ${dirname(file)} pool convert-metadata`);
+  }
+}
+
+/**
  * The pool's metadata in one LMDB environment, opened by every process that uses the pool.
+ * LMDB itself serializes writers across processes (a robust mutex in the lock file, so a killed
+ * writer's transaction is aborted) and gives each reader a snapshot.
  *
- * Two settings carry the integrity rules:
- * - Every commit is synced (no noSync, no overlappingSync): LMDB writes the pages, fdatasyncs,
- *   then writes the meta page synchronously, and only then makes the commit visible. So a
- *   commit other processes can see is on disk, and after a power cut the store is the state
- *   of the last commit that returned. Commits are few: the data path batches its map changes
- *   (see volume/), so the sync cost is paid at fsync and at the periodic commit.
- * - lmdb-js's LMDB fork resets the shared "last committed transaction" in the lock file from
- *   the meta page it read while opening, in every process that opens the environment
- *   (upstream LMDB does that only for the first, exclusive opener). A commit by another
- *   process in between is then overwritten by the next one: lost, or worse. So opening and
- *   closing take an exclusive `flock` on `<file>-gate`, and every write transaction a shared
- *   one: no process commits while another opens or closes. A killed process's flock goes
- *   with it.
+ * Every commit is synced (no noSync, no overlappingSync): LMDB writes the pages, fdatasyncs,
+ * then writes the meta page synchronously, and only then makes the commit visible. So a commit
+ * other processes can see is on disk, and after a power cut the store is the state of the last
+ * commit that returned. Commits are few: the data path batches its map changes (see volume/), so
+ * the sync cost is paid at fsync and at the periodic commit.
+ *
  * Each transaction also checks that the store is not older than this process's own last
  * commit, so a rollback of any cause is seen the moment it happens, not weeks later.
  */
@@ -68,7 +91,6 @@ export class LmdbStore implements MetaStore {
   readonly leases: Tables['leases'];
   readonly layers: Tables['layers'];
   readonly snapshots: Tables['snapshots'];
-  readonly #gate: OpenGate;
   readonly #env: RootDatabase;
   readonly #commits: Database<number, string>;
   #depth = 0;
@@ -77,72 +99,55 @@ export class LmdbStore implements MetaStore {
 
   /** `synced: false` is for tests only: fast commits widen the windows the multi-process test aims at. */
   constructor(readonly file: string, opts: { synced?: boolean } = {}) {
-    this.#gate = new OpenGate(`${file}-gate`);
-    try {
-      const opened = this.#gate.exclusive(() => {
-        // permissionsMode (lmdb-js passes it to mdb_env_open; its types omit it): the metadata is private.
-        const options: RootDatabaseOptionsWithPath & { permissionsMode: number } = {
-          path: file, noSubdir: true, noSync: opts.synced === false, overlappingSync: false, maxDbs: 16, mapSize: 64 * 1024 ** 3, permissionsMode: 0o600,
-        };
-        const env = open(options);
-        const db = <K extends Key, V>(name: string, keyEncoding?: 'ordered-binary' | 'binary', encoding?: 'binary'): LmdbTable<K, V> =>
-          new LmdbTable<K, V>(env.openDB<V, K>({ name, ...(keyEncoding ? { keyEncoding } : {}), ...(encoding ? { encoding } : {}) }), this);
-        return {
-          env,
-          commits: env.openDB<number, string>({ name: 'commits' }),
-          tables: {
-            meta: db('meta'),
-            backends: db('backends', 'ordered-binary'),
-            volumes: db('volumes', 'ordered-binary'),
-            names: db('names'),
-            map: db('map', 'binary', 'binary'),
-            free: db('free', 'ordered-binary'),
-            pending: db('pending', 'ordered-binary'),
-            claims: db('claims', 'ordered-binary'),
-            daemons: db('daemons'),
-            changes: db('changes', 'ordered-binary'),
-            leases: db('leases'),
-            layers: db('layers', 'ordered-binary'),
-            snapshots: db('snapshots', 'ordered-binary'),
-          } as Tables,
-        };
-      });
-      this.#env = opened.env;
-      this.#commits = opened.commits;
-      ({ meta: this.meta, backends: this.backends, volumes: this.volumes, names: this.names, map: this.map, free: this.free,
-        pending: this.pending, claims: this.claims, daemons: this.daemons, changes: this.changes, leases: this.leases, layers: this.layers, snapshots: this.snapshots } = opened.tables);
-    } catch (err) {
-      this.#gate.close();
-      throw err;
-    }
+    assertUpstreamLmdb();
+    assertFormat1(file);
+    // permissionsMode (lmdb-js passes it to mdb_env_open; its types omit it): the metadata is private.
+    const options: RootDatabaseOptionsWithPath & { permissionsMode: number } = {
+      path: file, noSubdir: true, noSync: opts.synced === false, overlappingSync: false, maxDbs: MAX_DBS, mapSize: 64 * 1024 ** 3, permissionsMode: 0o600,
+    };
+    this.#env = lmdb.open(options);
+    const dbs = new Map(LMDB_DATABASES.map((d) => [d.name, this.#env.openDB({ name: d.name, ...(d.keyEncoding ? { keyEncoding: d.keyEncoding } : {}), ...(d.encoding ? { encoding: d.encoding } : {}) })]));
+    // The casts name each table's key and value types; the schema list carries the encodings.
+    const table = <K extends Key, V>(name: keyof Tables): LmdbTable<K, V> => new LmdbTable<K, V>(dbs.get(name) as unknown as Database<V, K>, this);
+    this.#commits = dbs.get('commits') as unknown as Database<number, string>;
+    this.meta = table('meta');
+    this.backends = table('backends');
+    this.volumes = table('volumes');
+    this.names = table('names');
+    this.map = table('map');
+    this.free = table('free');
+    this.pending = table('pending');
+    this.claims = table('claims');
+    this.daemons = table('daemons');
+    this.changes = table('changes');
+    this.leases = table('leases');
+    this.layers = table('layers');
+    this.snapshots = table('snapshots');
   }
 
   txn<T>(fn: () => T): T {
     if (this.#closed) throw new Error(`the metadata store ${this.file} is closed`);
     if (this.#depth > 0) return fn();
-    return this.#gate.shared(() => {
-      this.#depth++;
-      try {
-        let count = 0;
-        const result = this.#env.transactionSync(() => {
-          const seen = this.#commits.get('count') ?? 0;
-          if (seen < this.#lastCommit) {
-            throw new MetadataRollback(`pool metadata ${this.file} went back from commit ${this.#lastCommit} (made by this process) to ${seen}: a committed transaction was lost; stop using the pool and run thinvol check`);
-          }
-          const r = fn();
-          count = seen + 1;
-          this.#commits.putSync('count', count);
-          return r;
-        });
-        // Only a commit that succeeded is one this process made: LMDB can refuse the commit
-        // itself (seen: MDB_BAD_TXN from lmdb-js's freelist code), and counting it then made
-        // every later transaction of the process fail as a rollback.
-        this.#lastCommit = count;
-        return result;
-      } finally {
-        this.#depth--;
-      }
-    });
+    this.#depth++;
+    try {
+      let count = 0;
+      const result = this.#env.transactionSync(() => {
+        const seen = this.#commits.get('count') ?? 0;
+        if (seen < this.#lastCommit) {
+          throw new MetadataRollback(`pool metadata ${this.file} went back from commit ${this.#lastCommit} (made by this process) to ${seen}: a committed transaction was lost; stop using the pool and run thinvol check`);
+        }
+        const r = fn();
+        count = seen + 1;
+        this.#commits.putSync('count', count);
+        return r;
+      });
+      // Only a commit that succeeded is one this process made: LMDB can refuse the commit itself
+      // (a full map, an I/O error), and counting it would make every later transaction fail as a rollback.
+      this.#lastCommit = count;
+      return result;
+    } finally {
+      this.#depth--;
+    }
   }
 
   assertInTxn(): void {
@@ -156,8 +161,7 @@ export class LmdbStore implements MetaStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#gate.exclusiveAsync(() => this.#env.close());
-    this.#gate.close();
+    await this.#env.close();
     debug('closed %s', this.file);
   }
 }

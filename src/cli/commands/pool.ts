@@ -1,6 +1,8 @@
+import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { parseBackendSpec } from '../parse-backend';
 import { Pool } from '../../pool/pool';
+import { convertFormat2 } from '../../store/convert-format2';
 import { formatThreshold, reserveBytes } from '../../pool/space-policy';
 import type { SpacePolicy, Threshold } from '../../store/records';
 import { FsError } from '../../util/errors';
@@ -49,6 +51,14 @@ export function poolCommand(y: Argv<GlobalArgs>): Argv<GlobalArgs> {
         await pool.close();
       }
     })
+    .command('convert-metadata', "rewrite the metadata of a pool made before 2026-11-30 in the current format (once, with the pool's daemons stopped); the old file is kept as pool.lmdb.format2", (c) => c,
+      async (a) => {
+        const r = await convertFormat2(Pool.metaFile(resolve(a.pool)));
+        emit(a.json, { pool: resolve(a.pool), ...r }, () => [
+          `converted the metadata of pool ${resolve(a.pool)}: ${r.records} records`,
+          `  the old file is kept as ${r.backup}; remove it once the pool works`,
+        ]);
+      })
     .command('set', 'low-space thresholds, their hook, and what a write does when the pool is full; with no option, shows them', (c) => c
       .option('low-water', { type: 'string', describe: 'free space below which the pool is low: PCT% of capacity or a SIZE (default 10%)' })
       .option('critical', { type: 'string', describe: 'free space below which it is critical (default 2%)' })
