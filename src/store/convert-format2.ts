@@ -5,7 +5,7 @@ import * as lmdb from 'lmdb';
 import { FsError } from '../util/errors';
 import { FrameReader } from './format2-frames';
 import { lmdbFileFormat } from './lmdb-format';
-import { LMDB_DATABASES, MAX_DBS } from './lmdb-schema';
+import { LMDB_DATABASES, lmdbEnvOptions } from './lmdb-schema';
 
 export interface ConvertResult { records: number; backup: string }
 
@@ -35,9 +35,7 @@ export async function convertFormat2(file: string): Promise<ConvertResult> {
   const tmp = `${file}.converting`;
   for (const f of [tmp, `${tmp}-lock`]) rmSync(f, { force: true });
 
-  // As LmdbStore opens it; permissionsMode (passed to mdb_env_open; lmdb-js's types omit it) keeps the metadata private.
-  const options: lmdb.RootDatabaseOptionsWithPath & { permissionsMode: number } = { path: tmp, noSubdir: true, maxDbs: MAX_DBS, mapSize: 64 * 1024 ** 3, overlappingSync: false, permissionsMode: 0o600 };
-  const env = lmdb.open(options);
+  const env = lmdb.open(lmdbEnvOptions(tmp));
   let records = 0;
   try {
     const dbs = LMDB_DATABASES.map((d) => env.openDB<Buffer, Buffer>({ name: d.name, keyEncoding: 'binary', encoding: 'binary' }));

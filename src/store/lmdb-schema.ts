@@ -1,3 +1,4 @@
+import type { DatabaseOptions, RootDatabaseOptionsWithPath } from 'lmdb';
 import type { Tables } from './meta-store';
 
 /**
@@ -5,7 +6,9 @@ import type { Tables } from './meta-store';
  * `commits` (the rollback tripwire's counter). Opening the store and converting an old store
  * both go by this list, so a table added here is one the conversion copies.
  */
-export const LMDB_DATABASES: readonly { name: keyof Tables | 'commits'; keyEncoding?: 'ordered-binary' | 'binary'; encoding?: 'binary' }[] = [
+export interface LmdbDatabase { name: keyof Tables | 'commits'; keyEncoding?: 'ordered-binary' | 'binary'; encoding?: 'binary' }
+
+export const LMDB_DATABASES: readonly LmdbDatabase[] = [
   { name: 'meta' },
   { name: 'backends', keyEncoding: 'ordered-binary' },
   { name: 'volumes', keyEncoding: 'ordered-binary' },
@@ -24,3 +27,17 @@ export const LMDB_DATABASES: readonly { name: keyof Tables | 'commits'; keyEncod
 
 /** Enough for every database above and a few more, so that an older build can open a newer file. */
 export const MAX_DBS = 16;
+
+/**
+ * How thinvol opens a metadata environment (the store, and the conversion writing a new one).
+ * Commits are synced unless `synced` is false (tests only); permissionsMode (lmdb-js passes it
+ * to mdb_env_open; its types omit it) keeps the metadata private.
+ */
+export function lmdbEnvOptions(path: string, synced = true): RootDatabaseOptionsWithPath & { permissionsMode: number } {
+  return { path, noSubdir: true, noSync: !synced, overlappingSync: false, maxDbs: MAX_DBS, mapSize: 64 * 1024 ** 3, permissionsMode: 0o600 };
+}
+
+/** openDB's options for one database, with its encodings. */
+export function lmdbDbOptions(d: LmdbDatabase): DatabaseOptions & { name: string } {
+  return { name: d.name, ...(d.keyEncoding ? { keyEncoding: d.keyEncoding } : {}), ...(d.encoding ? { encoding: d.encoding } : {}) };
+}

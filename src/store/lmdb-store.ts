@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as lmdb from 'lmdb';
-import type { Database, RootDatabase, RootDatabaseOptionsWithPath } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
 import { FsError } from '../util/errors';
 import { logger } from '../util/log';
 import { lmdbFileFormat } from './lmdb-format';
-import { LMDB_DATABASES, MAX_DBS } from './lmdb-schema';
+import { LMDB_DATABASES, lmdbDbOptions, lmdbEnvOptions } from './lmdb-schema';
 import type { MetaStore, Tables } from './meta-store';
 import type { Key, RangeOptions, Table } from './table';
 
@@ -101,12 +101,8 @@ export class LmdbStore implements MetaStore {
   constructor(readonly file: string, opts: { synced?: boolean } = {}) {
     assertUpstreamLmdb();
     assertFormat1(file);
-    // permissionsMode (lmdb-js passes it to mdb_env_open; its types omit it): the metadata is private.
-    const options: RootDatabaseOptionsWithPath & { permissionsMode: number } = {
-      path: file, noSubdir: true, noSync: opts.synced === false, overlappingSync: false, maxDbs: MAX_DBS, mapSize: 64 * 1024 ** 3, permissionsMode: 0o600,
-    };
-    this.#env = lmdb.open(options);
-    const dbs = new Map(LMDB_DATABASES.map((d) => [d.name, this.#env.openDB({ name: d.name, ...(d.keyEncoding ? { keyEncoding: d.keyEncoding } : {}), ...(d.encoding ? { encoding: d.encoding } : {}) })]));
+    this.#env = lmdb.open(lmdbEnvOptions(file, opts.synced !== false));
+    const dbs = new Map(LMDB_DATABASES.map((d) => [d.name, this.#env.openDB(lmdbDbOptions(d))]));
     // The casts name each table's key and value types; the schema list carries the encodings.
     const table = <K extends Key, V>(name: keyof Tables): LmdbTable<K, V> => new LmdbTable<K, V>(dbs.get(name) as unknown as Database<V, K>, this);
     this.#commits = dbs.get('commits') as unknown as Database<number, string>;

@@ -4,7 +4,7 @@
  * With `hold` it keeps the file open (as a running daemon does) until its stdin closes.
  */
 import * as lmdb from 'lmdb';
-import { LMDB_DATABASES, MAX_DBS } from '../../src/store/lmdb-schema';
+import { LMDB_DATABASES, lmdbDbOptions, MAX_DBS } from '../../src/store/lmdb-schema';
 import { format2Records } from './format2-records';
 
 function main(file: string, seed: number, hold: boolean): void {
@@ -12,7 +12,7 @@ function main(file: string, seed: number, hold: boolean): void {
   const records = format2Records(seed);
   env.transactionSync(() => {
     for (const d of LMDB_DATABASES) {
-      const db = env.openDB<unknown, lmdb.Key>({ name: d.name, ...(d.keyEncoding ? { keyEncoding: d.keyEncoding } : {}), ...(d.encoding ? { encoding: d.encoding } : {}) });
+      const db = env.openDB<unknown, lmdb.Key>(lmdbDbOptions(d));
       for (const [key, value] of records[d.name] ?? []) db.putSync(key as lmdb.Key, value);
     }
   });
