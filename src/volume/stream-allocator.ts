@@ -40,16 +40,34 @@ class Reserve {
   drain(): Run[] {
     return this.runs.splice(0);
   }
+
+  /** Removes what lies beyond the first `max` bytes and returns it. */
+  trimTo(max: number): Run[] {
+    const out: Run[] = [];
+    let excess = this.bytes - max;
+    while (excess > 0) {
+      const r = this.runs[this.runs.length - 1]!;
+      const n = Math.min(excess, r.len);
+      out.push({ backend: r.backend, start: r.start + r.len - n, len: n });
+      if (n === r.len) this.runs.pop();
+      else this.runs[this.runs.length - 1] = { backend: r.backend, start: r.start, len: r.len - n };
+      excess -= n;
+    }
+    return out;
+  }
 }
 
 /**
  * Adaptive allocation for one volume, from space reserved ahead so that most writes need no
- * metadata transaction. A write that continues where the stream's previous allocation ended is
- * served from a stream reservation that doubles with each refill (up to 64 MiB), so a stream
- * gets one long contiguous backend run even while other writes and volumes allocate. Any other
- * write gets exactly what it needs, packed into a scatter chunk (256 KiB doubling to 4 MiB), so
- * mkfs's scattered writes take little space; if the next write continues one of them, a stream
- * starts there (taking the rest of the scatter chunk when it lies right behind).
+ * metadata transaction (each one is a synced commit). A write that continues where the stream's
+ * previous allocation ended is served from a stream reservation that doubles with each refill
+ * (up to 64 MiB), so a stream gets one long contiguous backend run even while other writes and
+ * volumes allocate. Any other write gets exactly what it needs, packed into a scatter chunk
+ * (256 KiB doubling to 4 MiB), so mkfs's scattered writes take little space; if the next write
+ * continues one of them, a stream starts there (taking the rest of the scatter chunk's run when
+ * it lies right behind), and what the old stream had left over becomes scatter space. So a
+ * guest's writeback, sequential runs with small gaps, alternates between two reserved runs
+ * instead of asking the pool twice per gap.
  */
 export class StreamAllocator {
   #stream = noCursor();
@@ -114,13 +132,15 @@ export class StreamAllocator {
   }
 
   #promoteCandidate(): void {
-    this.pool.unreserve(this.holder, this.#streamRes.drain());
+    const leftover = this.#streamRes.drain();
     this.#stream = this.#candidate;
     this.#candidate = noCursor();
     this.#streamGrow = 0;
     const front = this.#scatterRes.front;
     const end = this.#stream.lastEnd;
-    if (front && end && front.backend === end.backend && front.start === end.at) this.#streamRes.runs = this.#scatterRes.drain();
+    if (front && end && front.backend === end.backend && front.start === end.at) this.#streamRes.runs = [this.#scatterRes.runs.shift()!];
+    this.#scatterRes.runs.push(...leftover);
+    this.pool.unreserve(this.holder, this.#scatterRes.trimTo(MAX_STREAM_RESERVATION));
   }
 
   #fromStream(len: number): Run[] {
@@ -134,9 +154,9 @@ export class StreamAllocator {
   }
 
   #fromScatter(len: number): Run[] {
-    if (this.#scatterRes.bytes < len) {
-      this.pool.unreserve(this.holder, this.#scatterRes.drain());
-      this.#scatterRes.runs = this.#reserve(len, Math.max(len, this.#scatterChunk), undefined);
+    const short = len - this.#scatterRes.bytes;
+    if (short > 0) {
+      this.#scatterRes.runs.push(...this.#reserve(short, Math.max(short, this.#scatterChunk), undefined));
       this.#scatterChunk = Math.min(this.#scatterChunk * 2, MAX_SCATTER_CHUNK);
     }
     return this.#scatterRes.take(len);
