@@ -34,11 +34,13 @@
  *   - Names (lookup, create, unlink, rename): copied out of the receive buffer into
  *     request.name/name2; freed by call_js right after it made the JavaScript strings.
  *   - Write data: a write of POOL_MIN bytes or more takes the whole receive buffer
- *     (request.data points into it, request.pool_buf is the buffer; on_readable gets a new one
- *     from the pool for the next read), so its data is never copied here. Smaller writes are
- *     copied into their own malloc (pool_buf NULL). call_js gives the data to an external
- *     Buffer whose finalizer gives the memory back (free_external), and keeps a weak reference
- *     to that Buffer in the request.
+ *     (request.data points into it, request.pool_buf is the buffer, request.pool big_pool;
+ *     on_readable gets a new one from the pool for the next read), so its data is never copied
+ *     here. Smaller writes are copied into a buffer of small_pool (request.data =
+ *     request.pool_buf; into one of big_pool if a large write's data were not in the receive
+ *     buffer). call_js gives the data to an external Buffer whose finalizer gives the
+ *     buffer back to its pool (free_big, free_small), and keeps a weak reference to that
+ *     Buffer in the request.
  *     The reply (any reply method, or destroy) detaches the Buffer's memory: every view of it
  *     in JavaScript reads as empty from then on, and Node calls the finalizer in the next turn,
  *     so the memory goes back to the pool at once rather than at a garbage collection (1 MiB
@@ -108,7 +110,8 @@ struct request {
   char *name;  /* copy out of the receive buffer; freed in call_js */
   char *name2; /* copy out of the receive buffer; freed in call_js */
   void *data;  /* write data (size bytes); owned here until call_js hands it to a Buffer */
-  void *pool_buf; /* the pool buffer data lies in, or NULL when data is a malloc of its own */
+  void *pool_buf;    /* the pool buffer data lies in (NULL: no data) */
+  struct pool *pool; /* the pool pool_buf came from and goes back to */
   napi_ref data_ref; /* weak, to that Buffer: detached by the reply (detach_data), JavaScript thread only */
   int nnums;
   double nums[10]; /* SETATTR attributes, INIT figures */
@@ -146,53 +149,60 @@ struct session {
 };
 
 /*
- * The data pool: buffers of POOL_BYTES (the largest request the kernel may send: max_write is
- * capped to POOL_BYTES - FUSE_HEADER_ROOM at INIT) kept for reuse as receive buffers, not fresh
- * malloc memory. glibc serves such sizes with mmap, or trims them off the heap once freed, so
- * every large write paid page faults and zeroing again: 1 MiB writes ran at 350-410 MiB/s that
- * way, 610-700 with glibc's trimming turned off (GLIBC_TUNABLES, same hour). At most POOL_MAX
- * buffers wait here (16 MiB). Process-wide, because a Buffer's finalizer may run after its
- * session was destroyed; the buffers waiting at exit are never freed.
+ * The data pools: buffers kept for reuse, not fresh malloc memory. glibc serves large sizes with
+ * mmap, or trims them off the heap once freed, so a buffer allocated per request paid page
+ * faults and zeroing every time: 1 MiB writes ran at 350-410 MiB/s that way, 610-700 with
+ * glibc's trimming turned off (GLIBC_TUNABLES, same hour); and the backend pwrite of a write
+ * copied into a malloc of its own took 30 times as long in the kernel's copy as one from a
+ * reused buffer (perf, untar into ext4 on a loop device: 0.34 s against 0.04 s of CPU).
+ *   - big_pool: buffers of POOL_BYTES (the largest request the kernel may send: max_write is
+ *     capped to POOL_BYTES - FUSE_HEADER_ROOM at INIT), the receive buffers; at most 16 wait
+ *     (16 MiB).
+ *   - small_pool: buffers of SMALL_BYTES for the data of writes below POOL_MIN; at most 64 wait
+ *     (8 MiB), so a queue of small writes does not hold a receive buffer each.
+ * Process-wide, because a Buffer's finalizer may run after its session was destroyed; the
+ * buffers waiting at exit are never freed.
  */
 #define POOL_MIN (128 * 1024)
+#define SMALL_BYTES POOL_MIN
 #define FUSE_HEADER_ROOM 4096 /* fuse_in_header + fuse_write_in, rounded up to a page as libfuse does */
 #define POOL_BYTES (1024 * 1024 + FUSE_HEADER_ROOM)
-#define POOL_MAX 16
+#define POOL_KEEP_MAX 64
 #define IN_HEADER_BYTES 40 /* sizeof(struct fuse_in_header) */
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *pool[POOL_MAX]; /* guarded by pool_lock */
-static int pool_count;       /* guarded by pool_lock */
+struct pool {
+  pthread_mutex_t lock;
+  size_t bytes;              /* the size of each buffer */
+  int keep;                  /* at most this many wait in bufs */
+  void *bufs[POOL_KEEP_MAX]; /* guarded by lock */
+  int count;                 /* guarded by lock */
+};
+static struct pool big_pool = { PTHREAD_MUTEX_INITIALIZER, POOL_BYTES, 16, { NULL }, 0 };
+static struct pool small_pool = { PTHREAD_MUTEX_INITIALIZER, SMALL_BYTES, POOL_KEEP_MAX, { NULL }, 0 };
 
-/* A buffer of POOL_BYTES; NULL when out of memory. Give it back with pool_put. */
-static void *pool_get(void) {
+/* A buffer of pool->bytes; NULL when out of memory. Give it back with pool_put. */
+static void *pool_get(struct pool *pool) {
   void *p = NULL;
-  pthread_mutex_lock(&pool_lock);
-  if (pool_count > 0) p = pool[--pool_count];
-  pthread_mutex_unlock(&pool_lock);
-  return p != NULL ? p : malloc(POOL_BYTES);
+  pthread_mutex_lock(&pool->lock);
+  if (pool->count > 0) p = pool->bufs[--pool->count];
+  pthread_mutex_unlock(&pool->lock);
+  return p != NULL ? p : malloc(pool->bytes);
 }
 
-static void pool_put(void *p) {
+static void pool_put(struct pool *pool, void *p) {
   if (p == NULL) return;
-  pthread_mutex_lock(&pool_lock);
-  if (pool_count < POOL_MAX) {
-    pool[pool_count++] = p;
+  pthread_mutex_lock(&pool->lock);
+  if (pool->count < pool->keep) {
+    pool->bufs[pool->count++] = p;
     p = NULL;
   }
-  pthread_mutex_unlock(&pool_lock);
+  pthread_mutex_unlock(&pool->lock);
   free(p);
-}
-
-/* Write data: `data` lies in `pool_buf` (a pool buffer), or is a malloc of its own (pool_buf NULL). */
-static void data_free(void *data, void *pool_buf) {
-  if (pool_buf != NULL) pool_put(pool_buf);
-  else free(data);
 }
 
 static void request_free(struct request *r) {
   free(r->name);
   free(r->name2);
-  data_free(r->data, r->pool_buf);
+  pool_put(r->pool, r->pool_buf);
   free(r);
 }
 
@@ -320,9 +330,11 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   if (size >= POOL_MIN && s->rbuf != NULL && buf >= (const char *)s->rbuf && buf + size <= (const char *)s->rbuf + POOL_BYTES) {
     r->data = (void *)buf;
     r->pool_buf = s->rbuf;
+    r->pool = &big_pool;
     s->rbuf = NULL;
   } else {
-    r->data = malloc(size > 0 ? size : 1);
+    r->pool = size < POOL_MIN ? &small_pool : &big_pool;
+    r->data = r->pool_buf = pool_get(r->pool);
     if (r->data == NULL) {
       fuse_reply_err(req, ENOMEM);
       request_free(r);
@@ -489,17 +501,24 @@ static struct request *table_take(struct session *s, double id) {
   return r;
 }
 
-/* An external write Buffer's finalizer; `hint` is the pool buffer the data lies in, or NULL. */
-static void free_external(napi_env env, void *data, void *hint) {
+/* An external write Buffer's finalizers; `hint` is the pool buffer the data lies in. */
+static void free_big(napi_env env, void *data, void *hint) {
   (void)env;
-  data_free(data, hint);
+  (void)data;
+  pool_put(&big_pool, hint);
+}
+
+static void free_small(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  pool_put(&small_pool, hint);
 }
 
 /* Makes the JavaScript value for request.arg; false with nothing pending on failure. */
 static bool arg_value(napi_env env, struct request *r, napi_value *out) {
   if (r->op == OP_WRITE) {
     void *copy_target = NULL;
-    napi_status st = napi_create_external_buffer(env, r->size, r->data, free_external, r->pool_buf, out);
+    napi_status st = napi_create_external_buffer(env, r->size, r->data, r->pool == &big_pool ? free_big : free_small, r->pool_buf, out);
     if (st == napi_ok) {
       r->data = r->pool_buf = NULL; /* the Buffer's finalizer gives it back now */
       /* Without the reference the memory still goes back, at the Buffer's collection. */
@@ -606,7 +625,7 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   int rc = 1;
   int fd = fuse_session_fd(s->se);
   for (int i = 0; rc > 0 && i < READ_BATCH; i++) {
-    if (s->rbuf == NULL && (s->rbuf = pool_get()) == NULL) {
+    if (s->rbuf == NULL && (s->rbuf = pool_get(&big_pool)) == NULL) {
       rc = -ENOMEM;
       break;
     }
@@ -1020,7 +1039,7 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);
   s->se = NULL;
-  pool_put(s->rbuf);
+  pool_put(&big_pool, s->rbuf);
   s->rbuf = NULL;
   uv_close((uv_handle_t *)s->poll, poll_closed);
   s->poll = NULL;

@@ -220,11 +220,14 @@ describe('libfuse3 binding on real mounts (native/fuse3.c)', function () {
       };
       return { ...ops, write };
     });
-    x.fs.files.set('w', Buffer.alloc(0));
-    const data = randomBytes(2 * 2 ** 20);
-    await must('dd', [`of=${path.join(x.mnt, 'w')}`, 'bs=1M', 'oflag=direct', 'status=none'], data);
-    expect(x.fs.files.get('w')?.equals(data)).to.equal(true);
-    expect(seen.length).to.be.at.least(2);
+    // 1 MiB writes keep the receive buffer; 4 KiB and 64 KiB ones are copied into small pool buffers.
+    for (const [name, bs, bytes] of [['w', '1M', 2 * 2 ** 20], ['s4', '4k', 64 * 1024], ['s64', '64k', 512 * 1024]] as const) {
+      x.fs.files.set(name, Buffer.alloc(0));
+      const data = randomBytes(bytes);
+      await must('dd', [`of=${path.join(x.mnt, name)}`, `bs=${bs}`, 'oflag=direct', 'status=none'], data);
+      expect(x.fs.files.get(name)?.equals(data), name).to.equal(true);
+    }
+    expect(seen.length).to.be.at.least(2 + 16 + 8);
     for (const r of seen) {
       expect(r.atReply).to.equal(r.len);
       expect(r.buf.length).to.equal(0);
