@@ -61,7 +61,7 @@ class Reserve {
  * Adaptive allocation for one volume, from space reserved ahead so that most writes need no
  * metadata transaction (each one is a synced commit). A write that continues where the stream's
  * previous allocation ended is served from a stream reservation that doubles with each refill
- * (up to 64 MiB), so a stream gets one long contiguous backend run even while other writes and
+ * (from the scatter chunk's size up to 64 MiB), so a stream gets one long contiguous backend run even while other writes and
  * volumes allocate. Any other write gets exactly what it needs, packed into a scatter chunk
  * (256 KiB doubling to 4 MiB), so mkfs's scattered writes take little space; if the next write
  * continues one of them, a stream starts there (taking the rest of the scatter chunk's run when
@@ -145,7 +145,7 @@ export class StreamAllocator {
 
   #fromStream(len: number): Run[] {
     if (this.#streamRes.bytes < len) {
-      this.#streamGrow = Math.min(Math.max(this.#streamGrow * 2, len), MAX_STREAM_RESERVATION);
+      this.#streamGrow = Math.min(Math.max(this.#streamGrow * 2, len, this.#scatterChunk), MAX_STREAM_RESERVATION);
       const need = len - this.#streamRes.bytes;
       const hint = this.#tail(this.#streamRes) ?? this.#stream.lastEnd;
       this.#streamRes.runs.push(...this.#reserve(need, Math.max(need, this.#streamGrow), hint, MAX_STREAM_RESERVATION));

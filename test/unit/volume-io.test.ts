@@ -203,6 +203,30 @@ describe('volume data path (memory backends)', () => {
     expect(checkPool(mp.pool).clean, checkPool(mp.pool).errors.join('\n')).to.equal(true);
   });
 
+  it('a new stream refills by at least a scatter chunk, not by the size of its writes', async () => {
+    const mp = MemoryPool.create(512 * MiB);
+    const v = mp.pool.createVolume('a', 1024 * MiB).id;
+    const io = mp.io(v);
+    let reservations = 0;
+    mp.store.onCommit = (changes) => {
+      const tables = new Set(changes.map((c) => c.table));
+      if (tables.has('pending') && !tables.has('map')) reservations++;
+    };
+    // Runs of 8 MiB in 16 KiB writes, 8 KiB gaps between them: each run is a new stream.
+    const runs = 16;
+    let at = 0;
+    for (let r = 0; r < runs; r++, at += 8 * 1024) {
+      for (let w = 0; w < 512; w++, at += 16 * 1024) await io.write(fill(16 * 1024, 1 + r), at);
+    }
+    await io.commit();
+    mp.store.onCommit = undefined;
+    // 128 MiB written: doubling from 16 KiB after each gap made 146; from the chunk size, 43.
+    expect(reservations, 'reservation transactions').to.be.below(runs * 4);
+    await io.close();
+    expect(mp.pool.backend(1).reservedBytes).to.equal(0);
+    expect(checkPool(mp.pool).clean, checkPool(mp.pool).errors.join('\n')).to.equal(true);
+  });
+
   it('commits by itself when the uncommitted entries reach the memory bound', async () => {
     const mp = MemoryPool.create(512 * MiB);
     const v = mp.pool.createVolume('a', 4096 * MiB).id;
