@@ -15,6 +15,16 @@ async function readAll(io: VolumeIo, offset: number, len: number): Promise<Buffe
   return buf;
 }
 
+/** Counts the pool's reservation transactions (the reservation table changed, the map not) until stop(). */
+function countReservations(mp: MemoryPool): { stop: () => number } {
+  let n = 0;
+  mp.store.onCommit = (changes) => {
+    const tables = new Set(changes.map((c) => c.table));
+    if (tables.has('pending') && !tables.has('map')) n++;
+  };
+  return { stop: () => { mp.store.onCommit = undefined; return n; } };
+}
+
 describe('volume data path (memory backends)', () => {
   it('reads back what was written, holes as zeros, and allocates nothing for zeros', async () => {
     const mp = MemoryPool.create(64 * MiB);
@@ -177,11 +187,7 @@ describe('volume data path (memory backends)', () => {
     const v = mp.pool.createVolume('a', 1024 * MiB).id;
     const io = mp.io(v);
     const model = Buffer.alloc(64 * MiB);
-    let reservations = 0;
-    mp.store.onCommit = (changes) => {
-      const tables = new Set(changes.map((c) => c.table));
-      if (tables.has('pending') && !tables.has('map')) reservations++;
-    };
+    const reservations = countReservations(mp);
     // What ext4's writeback of many small files sends: runs of 64 KiB writes, 8 KiB gaps between runs.
     const gaps = 200;
     let at = 0;
@@ -193,9 +199,8 @@ describe('volume data path (memory backends)', () => {
       at += 8 * 1024;
     }
     await io.commit();
-    mp.store.onCommit = undefined;
     // 50 MiB written: a dozen 4 MiB chunks and the streams' own refills; twice per gap was 400.
-    expect(reservations, 'reservation transactions').to.be.below(gaps / 5);
+    expect(reservations.stop(), 'reservation transactions').to.be.below(gaps / 5);
     expect((await readAll(io, 0, 64 * MiB)).equals(model)).to.equal(true);
     await io.close();
     expect(mp.pool.backend(1).reservedBytes).to.equal(0);
@@ -207,11 +212,7 @@ describe('volume data path (memory backends)', () => {
     const mp = MemoryPool.create(512 * MiB);
     const v = mp.pool.createVolume('a', 1024 * MiB).id;
     const io = mp.io(v);
-    let reservations = 0;
-    mp.store.onCommit = (changes) => {
-      const tables = new Set(changes.map((c) => c.table));
-      if (tables.has('pending') && !tables.has('map')) reservations++;
-    };
+    const reservations = countReservations(mp);
     // Runs of 8 MiB in 16 KiB writes, 8 KiB gaps between them: each run is a new stream.
     const runs = 16;
     let at = 0;
@@ -219,9 +220,8 @@ describe('volume data path (memory backends)', () => {
       for (let w = 0; w < 512; w++, at += 16 * 1024) await io.write(fill(16 * 1024, 1 + r), at);
     }
     await io.commit();
-    mp.store.onCommit = undefined;
     // 128 MiB written: doubling from 16 KiB after each gap made 146; from the chunk size, 43.
-    expect(reservations, 'reservation transactions').to.be.below(runs * 4);
+    expect(reservations.stop(), 'reservation transactions').to.be.below(runs * 4);
     await io.close();
     expect(mp.pool.backend(1).reservedBytes).to.equal(0);
     expect(checkPool(mp.pool).clean, checkPool(mp.pool).errors.join('\n')).to.equal(true);
