@@ -61,13 +61,13 @@ class Reserve {
  * Adaptive allocation for one volume, from space reserved ahead so that most writes need no
  * metadata transaction (each one is a synced commit). A write that continues where the stream's
  * previous allocation ended is served from a stream reservation that doubles with each refill
- * (from the scatter chunk's size up to 64 MiB), so a stream gets one long contiguous backend run even while other writes and
- * volumes allocate. Any other write gets exactly what it needs, packed into a scatter chunk
- * (256 KiB doubling to 4 MiB), so mkfs's scattered writes take little space; if the next write
- * continues one of them, a stream starts there (taking the rest of the scatter chunk's run when
- * it lies right behind), and what the old stream had left over becomes scatter space. So a
- * guest's writeback, sequential runs with small gaps, alternates between two reserved runs
- * instead of asking the pool twice per gap.
+ * (from the scatter chunk's size up to 64 MiB), so a stream gets one long contiguous backend
+ * run even while other writes and volumes allocate. Any other write gets exactly what it
+ * needs, packed into a scatter chunk (256 KiB doubling to 4 MiB), so mkfs's scattered writes
+ * take little space; if the next write continues one of them, a stream starts there (taking
+ * the rest of the scatter chunk's run when it lies right behind), and what the old stream had
+ * left over becomes scatter space. So a guest's writeback, sequential runs with small gaps,
+ * alternates between two reserved runs instead of asking the pool twice per gap.
  */
 export class StreamAllocator {
   #stream = noCursor();
