@@ -323,7 +323,9 @@ for (const fsType of ['ext4', 'xfs'] as const) {
       expect(rm.code, rm.stderr).to.equal(0);
       const r = await writer;
       expect(r.code, r.stderr).to.equal(0);
-      expect(Date.now() - t0, 'well inside the 120 s a queued write waits').to.be.below(90_000);
+      // ext4 takes ~10 s here; XFS 85-90 s in CI runs on this machine (its freed blocks are
+      // released once its log has moved past the frees). Still short of the 120 s.
+      expect(Date.now() - t0, 'inside the 120 s a queued write waits').to.be.below(110_000);
       const df = await sb.json<{ reclaimedBytes: number; capacityBytes: number }>('df');
       expect(df.reclaimedBytes, 'reclaim gave back what the guest freed').to.be.at.least(32 * MiB);
       const kernel = (await must('dmesg', [])).split('\n').slice(dmesgBefore).join('\n');
