@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, promises as fs, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { must, needs, readAt, run, Sandbox, sleep, writeAt } from '../support/sandbox';
+import { must, needs, readAt, run, Sandbox, sleep, waitFor, writeAt } from '../support/sandbox';
 
 const MiB = 2 ** 20;
 
@@ -106,10 +106,8 @@ for (const fsType of ['ext4', 'xfs'] as const) {
       // Until auto reclaim (every 2 s) releases what the guest freed, which waits for the guest's
       // journal or log to commit the frees, the origin still shares those blocks with the
       // snapshot. Wait for it rather than a fixed time: on a loaded machine it takes longer.
-      const reclaimDeadline = Date.now() + 60_000;
-      const snapshotHolds = async (): Promise<number> => (await sb.json<SnapshotView[]>('snapshot', 'list', 'g'))[0]?.exclusiveBytes ?? 0;
-      while ((await snapshotHolds()) <= 8 * MiB && Date.now() < reclaimDeadline) await sleep(1000);
-      expect(await snapshotHolds(), 'what the origin freed, released by auto reclaim, is the snapshot\'s alone').to.be.above(8 * MiB);
+      await waitFor('auto reclaim to leave what the origin freed (more than 8 MiB) to the snapshot alone', async () =>
+        ((await sb.json<SnapshotView[]>('snapshot', 'list', 'g'))[0]?.exclusiveBytes ?? 0) > 8 * MiB, 60_000, 1000);
       await expectCheckClean(sb, 'with the origin mounted');
 
       // The snapshot file: read-only, readable while the origin runs.
