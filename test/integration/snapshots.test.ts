@@ -25,6 +25,16 @@ async function sums(dir: string): Promise<Map<string, string>> {
   return out;
 }
 
+/** Runs `fn` with the file system at `dir` frozen (fsfreeze): it writes nothing until `fn` is done. */
+async function whileFrozen<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  await must('fsfreeze', ['-f', dir]);
+  try {
+    return await fn();
+  } finally {
+    await must('fsfreeze', ['-u', dir]);
+  }
+}
+
 async function expectCheckClean(sb: Sandbox, when: string): Promise<void> {
   const r = await sb.cli('check');
   expect(r.code, `check ${when}: ${r.stdout}${r.stderr}`).to.equal(0);
@@ -80,17 +90,13 @@ for (const fsType of ['ext4', 'xfs'] as const) {
       const live = join(origin(), 'live');
       const writer = run('sh', ['-c', `i=0; while [ $i -lt 400 ]; do dd if=/dev/urandom of=${live} bs=64k count=4 conv=fsync status=none 2>/dev/null || exit 1; i=$((i+1)); done`]);
       await sleep(1500);
-      await must('fsfreeze', ['-f', origin()]);
-      let atSnap: Map<string, string>;
-      let snap: SnapshotView;
-      try {
-        atSnap = await sums(origin());
+      const { atSnap, snap } = await whileFrozen(origin(), async () => {
+        const files = await sums(origin());
         const started = Date.now();
-        snap = await sb.json<SnapshotView>('snapshot', 'create', 'g', 's1');
+        const created = await sb.json<SnapshotView>('snapshot', 'create', 'g', 's1');
         expect(Date.now() - started, 'snapshot create (CLI process included)').to.be.below(10_000);
-      } finally {
-        await must('fsfreeze', ['-u', origin()]);
-      }
+        return { atSnap: files, snap: created };
+      });
       expect(snap).to.include({ name: 's1', volume: 'g' });
       expect(snap.id).to.be.a('number');
       expect(Number.isNaN(Date.parse(snap.createdAt))).to.equal(false);
@@ -142,10 +148,7 @@ for (const fsType of ['ext4', 'xfs'] as const) {
       // seconds later, copying shared blocks on write (CI once saw 6 blocks more across the
       // drain). Frozen, it writes nothing; the allocation must also have settled (auto reclaim).
       await sb.cliOk('backend', 'add', `${join(sb.dir, 'b2')}:1G`);
-      await must('fsfreeze', ['-f', origin()]);
-      let before: Df;
-      let after: Df;
-      try {
+      const { before, after } = await whileFrozen(origin(), async () => {
         let last = -1;
         await waitFor('the pool allocation to stay the same for 3 s with the origin frozen', async () => {
           const now = (await sb.json<Df>('df')).allocatedBytes;
@@ -153,12 +156,10 @@ for (const fsType of ['ext4', 'xfs'] as const) {
           last = now;
           return same;
         }, 60_000, 3000);
-        before = await sb.json<Df>('df');
+        const atStart = await sb.json<Df>('df');
         await sb.cliOk('backend', 'drain', '1');
-        after = await sb.json<Df>('df');
-      } finally {
-        await must('fsfreeze', ['-u', origin()]);
-      }
+        return { before: atStart, after: await sb.json<Df>('df') };
+      });
       expect(after.allocatedBytes, 'pool allocation across the drain').to.equal(before.allocatedBytes);
       const g = before.volumes.find((v) => v.name === 'g')!;
       const c = before.volumes.find((v) => v.name === 'c')!;
